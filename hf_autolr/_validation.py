@@ -1,0 +1,43 @@
+"""Option checks shared by every method: one clear ``ValueError`` that names the option."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+
+def check_choice(method: str, option: str, value: Any, choices: Iterable[Any]) -> Any:
+    """Return ``value`` if it is one of ``choices``, else raise naming ``option`` and the choices."""
+    choices = tuple(choices)
+    if value not in choices:
+        accepted = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{method}: option {option!r} got {value!r}; accepted values: {accepted}")
+    return value
+
+
+def check_number(
+    method: str,
+    option: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_inclusive: bool = True,
+    high_inclusive: bool = True,
+    integer: bool = False,
+) -> float | int:
+    """Return ``value`` as a number inside the given bounds, else raise naming ``option``."""
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+        raise ValueError(f"{method}: option {option!r} must be {kind}, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{method}: option {option!r} must be finite, got {value!r}")
+    lo_ok = low is None or (value >= low if low_inclusive else value > low)
+    hi_ok = high is None or (value <= high if high_inclusive else value < high)
+    if not (lo_ok and hi_ok):
+        left = "[" if low_inclusive else "("
+        right = "]" if high_inclusive else ")"
+        interval = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
+        raise ValueError(f"{method}: option {option!r} must be {kind} in {interval}, got {value!r}")
+    return value

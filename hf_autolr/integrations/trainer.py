@@ -1,0 +1,201 @@
+"""Feed the Trainer's per-step loss to our schedulers, and log their diagnostics.
+
+transformers gives callbacks no loss (transformers#12108), so the loss is taken where the
+Trainer computes it:
+
+- **Unmodified ``Trainer``** (the default path): ``import hf_autolr`` wraps
+  ``Trainer.create_scheduler``; when it builds one of our schedulers it adds an
+  :class:`AutoLRCallback` bound to that trainer, which wraps *that instance's* ``training_step``
+  (the exact loss the Trainer sums for logging) and ``log`` (to add ``diagnostics()``).
+- **``AutoLRTrainerMixin``** / ``AutoLRTrainer``: the same through ordinary method overrides,
+  for users who prefer subclassing or already subclass ``training_step``/``compute_loss``.
+- **``AutoLRCallback()``** passed in ``callbacks=[...]`` with no trainer at hand falls back to a
+  forward hook on the model that keeps ``output.loss`` in training mode.
+
+The loss of one optimizer step is the mean over gradient-accumulation micro-batches (the sum of
+``training_step``'s returns, which the Trainer already divides by the accumulation count) and
+the mean over processes. It is reduced in ``on_pre_optimizer_step`` on every rank, before
+``optimizer.step()`` and ``lr_scheduler.step()``, so every rank takes the same decision.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import warnings
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from transformers import Trainer, TrainerCallback
+
+from hf_autolr.schedulers.base import FeedbackScheduler
+
+logger = logging.getLogger(__name__)
+
+_WRAPPED = "_hf_autolr_wrapped"
+
+
+def _mean_over_processes(value: torch.Tensor) -> float:
+    """All-reduce mean of a scalar tensor when torch.distributed runs with >1 process."""
+    value = value.detach().double().reshape(1)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        # gloo on CPU, nccl on GPU: keep the tensor on the device the backend expects
+        if dist.get_backend() == "nccl" and torch.cuda.is_available():
+            value = value.cuda()
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+        value = value / dist.get_world_size()
+    return float(value.item())
+
+
+class AutoLRCallback(TrainerCallback):
+    """Sends each optimizer step's loss to an hf_autolr scheduler, and warns when none arrives.
+
+    Bound to a trainer (``AutoLRCallback(trainer)`` or :meth:`set_trainer`), it reads the loss
+    from ``training_step``; without one it uses a forward hook on the model (``output.loss``).
+    """
+
+    def __init__(self, trainer: Trainer | None = None) -> None:
+        self.trainer: Trainer | None = None
+        self._step_loss: torch.Tensor | None = None
+        self._hook = None
+        self._warned = False
+        if trainer is not None:
+            self.set_trainer(trainer)
+
+    # -- wiring ---------------------------------------------------------------------------------
+    def set_trainer(self, trainer: Trainer) -> None:
+        """Read losses from ``trainer.training_step`` and add diagnostics to ``trainer.log``."""
+        self.trainer = trainer
+        if isinstance(trainer, AutoLRTrainerMixin) or getattr(trainer, _WRAPPED, False):
+            return
+        training_step, log = trainer.training_step, trainer.log
+
+        @functools.wraps(training_step)
+        def training_step_with_feed(*args: Any, **kwargs: Any) -> torch.Tensor:
+            loss = training_step(*args, **kwargs)
+            self.add_loss(loss)
+            return loss
+
+        @functools.wraps(log)
+        def log_with_diagnostics(logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+            return log(add_diagnostics(trainer.lr_scheduler, logs), *args, **kwargs)
+
+        trainer.training_step = training_step_with_feed
+        trainer.log = log_with_diagnostics
+        setattr(trainer, _WRAPPED, True)
+
+    def add_loss(self, loss: torch.Tensor) -> None:
+        """Add one micro-batch's loss (as returned by ``training_step``) to the current step."""
+        loss = loss.detach().float().sum()
+        self._step_loss = loss if self._step_loss is None else self._step_loss + loss
+
+    def _forward_hook(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        loss = output.get("loss") if isinstance(output, dict) else getattr(output, "loss", None)
+        if module.training and torch.is_tensor(loss):
+            accumulation = self._accumulation_steps or 1
+            self.add_loss(loss / accumulation)
+
+    # -- events ---------------------------------------------------------------------------------
+    def on_train_begin(self, args, state, control, model=None, **kwargs):  # noqa: D102
+        self._step_loss = None
+        self._accumulation_steps = args.gradient_accumulation_steps
+        if self.trainer is None and self._hook is None and model is not None:
+            self._hook = model.register_forward_hook(self._forward_hook)
+
+    def on_pre_optimizer_step(self, args, state, control, lr_scheduler=None, **kwargs):  # noqa: D102
+        scheduler = _feedback_scheduler(lr_scheduler)
+        if scheduler is None or not scheduler.needs_loss:
+            self._step_loss = None
+            return
+        # Every rank enters the collective, even one that saw no loss (it sends NaN → dropped).
+        local = self._step_loss if self._step_loss is not None else torch.tensor(float("nan"))
+        self._step_loss = None
+        scheduler.observe(_mean_over_processes(local))
+
+    def on_step_end(self, args, state, control, lr_scheduler=None, **kwargs):  # noqa: D102
+        scheduler = _feedback_scheduler(lr_scheduler)
+        if scheduler is not None and scheduler.needs_loss and not self._warned and state.global_step >= 2:
+            if scheduler.num_observed - scheduler.num_nonfinite == 0:
+                self._warned = True
+                message = (
+                    f"hf_autolr: the {scheduler.name!r} scheduler has received no finite training loss "
+                    f"after {state.global_step} steps, so it cannot adapt the learning rate. Does the "
+                    "model return a loss? With a custom compute_loss, use AutoLRTrainer or call "
+                    "AutoLRCallback.add_loss(loss) yourself."
+                )
+                logger.warning(message)
+                warnings.warn(message, RuntimeWarning, stacklevel=2)
+
+    def on_train_end(self, args, state, control, **kwargs):  # noqa: D102
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+
+def _feedback_scheduler(scheduler: Any) -> FeedbackScheduler | None:
+    return scheduler if isinstance(scheduler, FeedbackScheduler) else None
+
+
+def add_diagnostics(scheduler: Any, logs: dict[str, float]) -> dict[str, float]:
+    """``logs`` plus the scheduler's diagnostics, for training logs (those with a ``loss``)."""
+    scheduler = _feedback_scheduler(scheduler)
+    if scheduler is None or "loss" not in logs:
+        return logs
+    return {**logs, **scheduler.diagnostics()}
+
+
+def attach_autolr_callback(trainer: Trainer) -> AutoLRCallback:
+    """Ensure ``trainer`` has exactly one bound :class:`AutoLRCallback`; return it."""
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, AutoLRCallback):
+            if callback.trainer is None:
+                callback.set_trainer(trainer)
+            return callback
+    callback = AutoLRCallback(trainer)
+    trainer.add_callback(callback)
+    return callback
+
+
+class AutoLRTrainerMixin:
+    """Trainer mixin: exact per-step loss from ``training_step`` and diagnostics in the logs.
+
+    ``class MyTrainer(AutoLRTrainerMixin, Trainer)``; works with a custom ``compute_loss``.
+    """
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):  # noqa: D102
+        scheduler = super().create_scheduler(num_training_steps, optimizer)  # type: ignore[misc]
+        if isinstance(scheduler, FeedbackScheduler):
+            attach_autolr_callback(self)  # type: ignore[arg-type]
+        return scheduler
+
+    def training_step(self, *args: Any, **kwargs: Any) -> torch.Tensor:  # noqa: D102
+        loss = super().training_step(*args, **kwargs)  # type: ignore[misc]
+        for callback in self.callback_handler.callbacks:  # type: ignore[attr-defined]
+            if isinstance(callback, AutoLRCallback):
+                callback.add_loss(loss)
+        return loss
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:  # noqa: D102
+        super().log(add_diagnostics(self.lr_scheduler, logs), *args, **kwargs)  # type: ignore[misc]
+
+
+class AutoLRTrainer(AutoLRTrainerMixin, Trainer):
+    """``transformers.Trainer`` with hf_autolr's loss feed and logging built in."""
+
+
+def patch_trainer_create_scheduler() -> None:
+    """Make an unmodified ``Trainer`` feed our schedulers (idempotent)."""
+    original = Trainer.create_scheduler
+    if getattr(original, _WRAPPED, False):
+        return
+
+    @functools.wraps(original)
+    def create_scheduler(self, num_training_steps, optimizer=None):
+        scheduler = original(self, num_training_steps, optimizer)
+        if isinstance(scheduler, FeedbackScheduler):
+            attach_autolr_callback(self)
+        return scheduler
+
+    setattr(create_scheduler, _WRAPPED, True)
+    Trainer.create_scheduler = create_scheduler

@@ -1,0 +1,80 @@
+"""Method names → scheduler classes, and the one factory every integration calls.
+
+Pure torch: nothing here imports transformers. ``build_scheduler`` is what
+``transformers.get_scheduler`` reaches for our names (see ``integrations/transformers.py``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any
+
+import torch
+
+from hf_autolr.schedulers.base import FeedbackScheduler
+
+# name -> "module:Class"; imported lazily so ``import hf_autolr`` stays cheap.
+METHODS: dict[str, str] = {
+    "autolr_gp": "hf_autolr.schedulers.autolr_gp:AutoLRGP",
+    "adascale": "hf_autolr.schedulers.adascale:AdaScale",
+}
+
+# Arguments the factory fills itself; never user options.
+_RESERVED = {"self", "optimizer", "num_training_steps", "num_warmup_steps", "last_epoch"}
+
+
+def available_methods() -> list[str]:
+    """The registered method names, in registration order."""
+    return list(METHODS)
+
+
+def method_class(name: str) -> type[FeedbackScheduler]:
+    """The scheduler class registered as ``name``; ``ValueError`` listing the names otherwise."""
+    name = getattr(name, "value", name)  # accept a transformers SchedulerType member
+    if name not in METHODS:
+        raise ValueError(f"unknown hf_autolr method {name!r}; accepted values: {', '.join(METHODS)}")
+    module_name, _, class_name = METHODS[name].partition(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def method_options(name: str) -> dict[str, Any]:
+    """The options of method ``name`` (its keyword-only arguments) with their defaults."""
+    params = inspect.signature(method_class(name).__init__).parameters
+    return {
+        key: p.default
+        for key, p in params.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and key not in _RESERVED
+    }
+
+
+def build_scheduler(
+    name: str,
+    optimizer: torch.optim.Optimizer,
+    num_warmup_steps: int | None = None,
+    num_training_steps: int | None = None,
+    **options: Any,
+) -> FeedbackScheduler:
+    """Create method ``name`` for ``optimizer``; unknown options raise a ``ValueError`` naming them.
+
+    Has the signature of a ``transformers.optimization.TYPE_TO_SCHEDULER_FUNCTION`` entry (with
+    the name bound), so ``get_scheduler(name, opt, num_warmup_steps=…, num_training_steps=…,
+    scheduler_specific_kwargs=options)`` lands here.
+    """
+    cls = method_class(name)
+    accepted = method_options(name)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"{cls.name}: unknown option(s) {', '.join(map(repr, unknown))} in lr_scheduler_kwargs; "
+            f"accepted options: {', '.join(sorted(accepted))}"
+        )
+    params = inspect.signature(cls.__init__).parameters
+    kwargs: dict[str, Any] = dict(options)
+    if "num_training_steps" in params:
+        if num_training_steps is None or int(num_training_steps) <= 0:
+            raise ValueError(f"{cls.name}: needs num_training_steps > 0, got {num_training_steps!r}")
+        kwargs["num_training_steps"] = int(num_training_steps)
+    if "num_warmup_steps" in params:
+        kwargs["num_warmup_steps"] = None if num_warmup_steps is None else int(num_warmup_steps)
+    return cls(optimizer, **kwargs)

@@ -1,0 +1,5 @@
+"""LR-control methods: pure torch, one module each, all :class:`FeedbackScheduler` subclasses."""
+
+from hf_autolr.schedulers.base import FeedbackScheduler
+
+__all__ = ["FeedbackScheduler"]

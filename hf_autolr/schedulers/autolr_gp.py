@@ -1,0 +1,267 @@
+"""``autolr_gp``: adaptive warmup with GP smoothing, back-off, then decay to zero (AutoWU).
+
+Kim, Kim, Kim, Lee, Kim, "Automated Learning Rate Scheduler for Large-batch Training",
+AutoML@ICML 2021, arXiv 2107.05855. Algorithm as in the authors' code (kakaobrain/autowu):
+
+1. **Warmup.** The LR grows from ``min_lr`` exponentially (``lr_t = min_lr·g^t``) or linearly.
+2. **Test.** Every ``test_interval`` steps, a GP is fitted to the per-step losses so far
+   (``gp_smoothing``); over ``n_draws`` random subsets of the history it asks whether the
+   smoothed minimum lies in the past with probability > ``confidence``. A test votes "yes" when
+   at least ``min_votes`` of ``n_draws`` draws agree; ``patience`` consecutive yes-votes switch.
+3. **Back-off.** The LR returns to its value at the smoothed minimum (mean over draws).
+4. **Decay** to zero over the remaining steps: ``cosine``, ``linear`` or ``constant_cosine``
+   (constant, then cosine over the last ``cooldown_fraction``). If no switch happens before the
+   warmup cap (``max_warmup_fraction·T``, or ``num_warmup_steps`` when given), decay starts
+   there from the current LR, without back-off.
+
+Two departures from the reference, both for fine-tuning and for cost:
+
+- **Step cadence, optimizer-scaled range.** The reference tests once per epoch (patience 3) on an
+  LR range of 1e-5..1, which never fires in a 2-epoch fine-tune. Here the test runs every
+  ``test_interval`` steps (default: ``max_warmup / 50``, so any run length gets ~50 chances), and
+  the range is relative to the optimizer's configured LR, which becomes a *hint*:
+  ``[min_lr_ratio, max_lr_ratio] × lr`` = ``[0.1, 100] × lr`` by default (3 decades; with HF's
+  default 5e-5 that is 5e-6..5e-3). Param-group LR ratios are kept.
+- **Bounded cost.** Each GP conditions on at most ``gp_max_points`` points (random subsets of a
+  longer history), hyperparameters come in closed form (``gp_fit="moments"``; ``"mll"`` runs the
+  reference's GPyTorch likelihood fit), and a test whose exponential moving average of the loss
+  is still at its running minimum votes "no" without fitting anything (the minimum cannot be
+  behind us yet).
+
+The GP models ``log(loss)`` when every loss is positive (``log_loss=True``): a rise from 0.01 to
+0.2 late in warmup matters as much as one from 1 to 20, which raw-scale smoothing would flatten.
+
+NaN/inf losses are dropped from the history and never reach a decision.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from hf_autolr._validation import check_choice, check_number
+from hf_autolr.schedulers.base import FeedbackScheduler
+from hf_autolr.schedulers.gp_smoothing import (
+    GPHyperparameters,
+    mll_hyperparameters,
+    moment_hyperparameters,
+    posterior,
+    prob_minimum_behind,
+)
+
+WARMUP, DECAY = "warmup", "decay"
+
+
+class AutoLRGP(FeedbackScheduler):
+    """Adaptive exponential/linear warmup that stops at the GP-smoothed loss minimum, then decays."""
+
+    name = "autolr_gp"
+    needs_loss = True
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        num_training_steps: int,
+        *,
+        num_warmup_steps: int | None = None,
+        min_lr_ratio: float = 0.1,
+        max_lr_ratio: float = 100.0,
+        warmup_type: str = "exp",
+        max_warmup_fraction: float = 0.5,
+        decay_type: str = "cosine",
+        cooldown_fraction: float = 0.2,
+        test_interval: int | None = None,
+        min_observations: int = 10,
+        patience: int = 3,
+        n_draws: int = 5,
+        min_votes: int = 3,
+        confidence: float = 0.95,
+        gp_max_points: int = 100,
+        gp_grid_size: int = 100,
+        gp_lengthscale: float = 0.2,
+        gp_fit: str = "moments",
+        log_loss: bool = True,
+        seed: int = 0,
+        last_epoch: int = -1,
+    ) -> None:
+        m = self.name
+        check_number(m, "num_training_steps", num_training_steps, low=2, integer=True)
+        check_number(m, "min_lr_ratio", min_lr_ratio, low=0, low_inclusive=False)
+        check_number(m, "max_lr_ratio", max_lr_ratio, low=min_lr_ratio, low_inclusive=False)
+        check_choice(m, "warmup_type", warmup_type, ("exp", "linear"))
+        check_number(m, "max_warmup_fraction", max_warmup_fraction, low=0, high=1, low_inclusive=False)
+        check_choice(m, "decay_type", decay_type, ("cosine", "linear", "constant_cosine"))
+        check_number(m, "cooldown_fraction", cooldown_fraction, low=0, high=1)
+        if test_interval is not None:
+            check_number(m, "test_interval", test_interval, low=1, integer=True)
+        check_number(m, "min_observations", min_observations, low=3, integer=True)
+        check_number(m, "patience", patience, low=1, integer=True)
+        check_number(m, "n_draws", n_draws, low=1, integer=True)
+        check_number(m, "min_votes", min_votes, low=1, high=n_draws, integer=True)
+        check_number(m, "confidence", confidence, low=0.5, high=1, high_inclusive=False)
+        check_number(m, "gp_max_points", gp_max_points, low=min_observations, integer=True)
+        check_number(m, "gp_grid_size", gp_grid_size, low=2, integer=True)
+        check_number(m, "gp_lengthscale", gp_lengthscale, low=0, low_inclusive=False)
+        check_choice(m, "gp_fit", gp_fit, ("moments", "mll"))
+        check_choice(m, "log_loss", log_loss, (True, False))
+        check_number(m, "seed", seed, integer=True)
+        if num_warmup_steps:
+            check_number(m, "num_warmup_steps", num_warmup_steps, low=1, integer=True)
+            warmup_cap = num_warmup_steps
+        else:
+            warmup_cap = int(max_warmup_fraction * num_training_steps)
+        self.total_steps = num_training_steps
+        self.warmup_cap = max(1, min(warmup_cap, num_training_steps - 1))
+        self.min_lr_ratio = float(min_lr_ratio)
+        self.max_lr_ratio = float(max_lr_ratio)
+        self.warmup_type = warmup_type
+        self.decay_type = decay_type
+        self.cooldown_fraction = float(cooldown_fraction)
+        self.test_interval = test_interval or max(1, round(self.warmup_cap / 50))
+        self.min_observations = min_observations
+        self.patience = patience
+        self.n_draws = n_draws
+        self.min_votes = min_votes
+        self.confidence = float(confidence)
+        self.gp_max_points = gp_max_points
+        self.gp_grid_size = gp_grid_size
+        self.gp_lengthscale = float(gp_lengthscale)
+        self.gp_fit = gp_fit
+        self.log_loss = log_loss
+        self.seed = seed
+        # Decision state: plain values and tensors only.
+        self.losses = torch.full((self.warmup_cap,), float("nan"), dtype=torch.float64)
+        self.phase = WARMUP
+        self.votes: list[bool] = []
+        self.num_tests = 0
+        self.num_gp_fits = 0
+        self.last_probability = 0.0
+        self.loss_ema = float("nan")
+        self.loss_ema_min = float("inf")
+        self.smoothed_loss = float("nan")
+        self.gp_hyper: list[float] = []  # warm start for gp_fit="mll": [mean, outputscale, noise]
+        self.switch_step = -1
+        self.switch_factor = float("nan")
+        self.switch_reason = ""
+        self.minimum_step = -1.0
+        self.switch_curve_steps: list[float] = []
+        self.switch_curve_loss: list[float] = []
+        super().__init__(optimizer, last_epoch)
+
+    # -- the schedule ---------------------------------------------------------------------------
+    def warmup_factor(self, step: float) -> float:
+        """LR factor of the warmup ramp at (possibly fractional) ``step``."""
+        frac = min(max(step / self.warmup_cap, 0.0), 1.0)
+        if self.warmup_type == "exp":
+            return self.min_lr_ratio * (self.max_lr_ratio / self.min_lr_ratio) ** frac
+        return self.min_lr_ratio + (self.max_lr_ratio - self.min_lr_ratio) * frac
+
+    def decay_factor(self, step: int) -> float:
+        """LR factor after the switch: from ``switch_factor`` to zero at the last step."""
+        start, end = self.switch_step, self.total_steps - 1
+        if self.decay_type == "constant_cosine":
+            start = max(start, int((1.0 - self.cooldown_fraction) * self.total_steps))
+            if step < start:
+                return self.switch_factor
+        frac = min(max((step - start) / max(end - start, 1), 0.0), 1.0)
+        if self.decay_type == "linear":
+            return self.switch_factor * (1.0 - frac)
+        return self.switch_factor * 0.5 * (1.0 + math.cos(math.pi * frac))
+
+    def multiplier(self) -> float:  # noqa: D102 - see FeedbackScheduler
+        step = self.last_epoch
+        if self.phase == WARMUP:
+            return self.warmup_factor(step)
+        return self.decay_factor(step)
+
+    # -- feedback -------------------------------------------------------------------------------
+    def update(self, loss: float | None) -> None:  # noqa: D102 - see FeedbackScheduler
+        if self.phase != WARMUP:
+            return
+        step = self.last_epoch
+        if loss is not None:
+            self.losses[step] = loss
+            alpha = 2.0 / (self.test_interval + 1.0)
+            self.loss_ema = loss if math.isnan(self.loss_ema) else (1 - alpha) * self.loss_ema + alpha * loss
+            self.loss_ema_min = min(self.loss_ema_min, self.loss_ema)
+        next_step = step + 1
+        if next_step >= self.warmup_cap:
+            self._switch(next_step, self.warmup_factor(next_step), "warmup_cap")
+        elif next_step % self.test_interval == 0 and self._minimum_is_behind(next_step):
+            self._switch(next_step, self.warmup_factor(self.minimum_step), "gp_minimum")
+
+    def _switch(self, step: int, factor: float, reason: str) -> None:
+        self.phase = DECAY
+        self.switch_step = step
+        self.switch_factor = float(factor)
+        self.switch_reason = reason
+
+    def _minimum_is_behind(self, num_steps: int) -> bool:
+        """One test: vote, keep the last ``patience`` votes, True when all of them are yes."""
+        steps = torch.nonzero(~torch.isnan(self.losses[:num_steps])).squeeze(1)
+        if steps.numel() < self.min_observations:
+            return False
+        self.num_tests += 1
+        vote = self.loss_ema > self.loss_ema_min and self._gp_vote(steps, num_steps)
+        self.votes = (self.votes + [bool(vote)])[-self.patience :]
+        return len(self.votes) == self.patience and all(self.votes)
+
+    def _gp_vote(self, steps: torch.Tensor, num_steps: int) -> bool:
+        """GP test on ``n_draws`` subsets; sets ``minimum_step`` (mean over draws) and the curve."""
+        losses = self.losses[steps]
+        logged = self.log_loss and bool((losses > 0).all())
+        if logged:
+            losses = losses.log()
+        scale = float(losses.std()) if steps.numel() > 1 else 0.0
+        if not scale > 0:
+            return False
+        center = float(losses.mean())
+        x_all = steps.double() / num_steps
+        y_all = (losses - center) / scale
+        grid = torch.linspace(float(x_all[0]), float(x_all[-1]), self.gp_grid_size, dtype=torch.float64)
+        draws = self.n_draws if steps.numel() > self.gp_max_points else 1
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.num_tests)
+        positive, minima = 0, []
+        for _ in range(draws):
+            if draws > 1:  # a random subset, always keeping the newest point
+                pick = torch.randperm(steps.numel() - 1, generator=generator)[: self.gp_max_points - 1]
+                pick = torch.cat([pick.sort().values, torch.tensor([steps.numel() - 1])])
+                x, y = x_all[pick], y_all[pick]
+            else:
+                x, y = x_all, y_all
+            hyper = self._hyperparameters(x, y)
+            mean, cov = posterior(x, y, grid, self.gp_lengthscale, hyper)
+            self.num_gp_fits += 1
+            probability = prob_minimum_behind(mean, cov)
+            positive += probability > self.confidence
+            minima.append(float(grid[int(mean.argmin())]) * num_steps)
+        curve = mean * scale + center
+        curve = curve.exp() if logged else curve
+        self.last_probability = float(probability)
+        self.smoothed_loss = float(curve[-1])
+        self.minimum_step = sum(minima) / len(minima)
+        self.switch_curve_steps = (grid * num_steps).tolist()
+        self.switch_curve_loss = curve.tolist()
+        return positive >= (self.min_votes if draws > 1 else 1)
+
+    def _hyperparameters(self, x: torch.Tensor, y: torch.Tensor) -> GPHyperparameters:
+        if self.gp_fit == "moments":
+            return moment_hyperparameters(y)
+        init = GPHyperparameters(*self.gp_hyper) if self.gp_hyper else None
+        hyper = mll_hyperparameters(x, y, self.gp_lengthscale, init=init)
+        self.gp_hyper = [hyper.mean, hyper.outputscale, hyper.noise]
+        return hyper
+
+    # -- reporting ------------------------------------------------------------------------------
+    def diagnostics(self) -> dict[str, float]:
+        """``autolr/*`` scalars: phase (0 warmup, 1 decay), LR factor, smoothed loss, switch."""
+        return {
+            "autolr/phase": 0.0 if self.phase == WARMUP else 1.0,
+            "autolr/lr_factor": float(self.multiplier()),
+            "autolr/smoothed_loss": self.smoothed_loss if self.phase == DECAY else self.loss_ema,
+            "autolr/p_minimum_behind": self.last_probability,
+            "autolr/switch_step": float(self.switch_step),
+            "autolr/switch_lr_factor": self.switch_factor,
+            "autolr/tests": float(self.num_tests),
+        }

@@ -1,0 +1,117 @@
+"""The one protocol every hf_autolr method speaks.
+
+A method is a :class:`torch.optim.lr_scheduler.LRScheduler` whose learning rate for each param
+group is ``base_lr * multiplier``: the ratios between groups are kept, and the configured LR of
+the optimizer is the method's hint. On top of ``step()`` it has
+
+- ``observe(loss)``: the training loss of the optimizer step just taken, already reduced across
+  processes (mean). Call it *before* ``step()``; a step whose ``step()`` is never called (a
+  skipped fp16 step) leaves its observation pending, and the next ``observe`` replaces it.
+- ``diagnostics() -> dict[str, float]``: what gets logged (``"<method>/<quantity>"`` keys).
+
+``state_dict()`` holds only plain Python values and tensors, so ``scheduler.pt`` loads with
+``torch.load(..., weights_only=True)``; a resumed run continues with the same LR sequence.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import torch
+from torch.optim.lr_scheduler import LRScheduler
+
+_STARVED_AFTER = 4  # warn when this many steps passed without any observe()
+_PLAIN = (type(None), bool, int, float, str, torch.Tensor)
+
+
+def _check_plain(value: Any, path: str) -> None:
+    if isinstance(value, _PLAIN):
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{path}[{i}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, (str, int)):
+                raise TypeError(f"scheduler state key {path}[{key!r}] is not a str or int")
+            _check_plain(item, f"{path}[{key!r}]")
+        return
+    raise TypeError(
+        f"scheduler state {path} is a {type(value).__name__}; only plain Python values and tensors "
+        "load with torch.load(weights_only=True)"
+    )
+
+
+class FeedbackScheduler(LRScheduler):
+    """Base class: an LR multiplier driven by feedback from training.
+
+    Subclasses implement :meth:`multiplier` (the factor for step ``self.last_epoch``) and, if they
+    learn from the loss, :meth:`update` (called once per ``step()`` with the loss of the step just
+    taken, or ``None`` when none was observed or it was NaN/inf). ``needs_loss`` says whether the
+    integrations must feed ``observe``; they warn once if a run never does.
+    """
+
+    name: str = "feedback"
+    needs_loss: bool = True
+
+    def __init__(self, optimizer: torch.optim.Optimizer, last_epoch: int = -1) -> None:
+        self._pending_loss: float | None = None
+        self.num_observed = 0
+        self.num_nonfinite = 0
+        super().__init__(optimizer, last_epoch)
+
+    # -- feedback -------------------------------------------------------------------------------
+    def observe(self, loss: float | torch.Tensor) -> None:
+        """Record the (already process-reduced) training loss of the current optimizer step."""
+        value = float(loss.detach().float().mean()) if isinstance(loss, torch.Tensor) else float(loss)
+        self.num_observed += 1
+        if math.isfinite(value):
+            self._pending_loss = value
+        else:
+            self.num_nonfinite += 1
+            self._pending_loss = None
+
+    def update(self, loss: float | None) -> None:
+        """Learn from the step just taken (index ``self.last_epoch``). Default: nothing."""
+
+    def multiplier(self) -> float:
+        """LR factor (relative to each group's configured LR) for step ``self.last_epoch``."""
+        raise NotImplementedError
+
+    def diagnostics(self) -> dict[str, float]:
+        """Scalars worth logging, keyed ``"<method>/<quantity>"``."""
+        return {}
+
+    # -- LRScheduler ----------------------------------------------------------------------------
+    def step(self, epoch: int | None = None) -> None:  # noqa: D102 - see LRScheduler.step
+        if epoch is not None:
+            raise ValueError(f"{self.name}: step(epoch) is not supported; call step() once per optimizer step")
+        if not self._is_initial:
+            loss, self._pending_loss = self._pending_loss, None
+            self.update(loss)
+            self._warn_if_starved()
+        super().step()
+
+    def _warn_if_starved(self) -> None:
+        if self.needs_loss and self.num_observed == 0 and self.last_epoch == _STARVED_AFTER:
+            warnings.warn(
+                f"hf_autolr: the {self.name!r} scheduler has taken {_STARVED_AFTER + 1} steps without "
+                "receiving a single loss. It learns from the training loss: call "
+                "scheduler.observe(loss) before every scheduler.step() (the Trainer integration does "
+                "this for you after `import hf_autolr`). Without losses it cannot adapt the LR.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    def get_lr(self) -> list[float]:  # noqa: D102 - see LRScheduler.get_lr
+        factor = float(self.multiplier())
+        return [float(base) * factor for base in self.base_lrs]
+
+    def state_dict(self) -> dict[str, Any]:
+        """The scheduler's state: plain values and tensors only (``weights_only=True`` safe)."""
+        state = {key: value for key, value in self.__dict__.items() if key != "optimizer"}
+        _check_plain(state, "state")
+        return state

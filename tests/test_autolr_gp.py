@@ -1,0 +1,250 @@
+"""autolr_gp on synthetic noisy loss curves: where it switches, what it backs off to."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from hf_autolr import build_scheduler
+from hf_autolr.schedulers.autolr_gp import AutoLRGP
+from hf_autolr.schedulers.gp_smoothing import GPHyperparameters, posterior, prob_minimum_behind
+
+HINT = 1e-3  # the optimizer's configured LR; default range is [0.1, 100] x HINT
+BEST_LR = 1e-2  # where the synthetic valley curve has its minimum
+
+
+def drive(curve, steps=1000, seed=0, lr=HINT, **options):
+    """Run AutoLRGP for ``steps`` steps on ``curve(step, lr, generator)``; return it and the LRs."""
+    generator = torch.Generator().manual_seed(seed)
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=lr)
+    scheduler = AutoLRGP(optimizer, steps, **options)
+    lrs = []
+    for step in range(steps):
+        current = optimizer.param_groups[0]["lr"]
+        lrs.append(current)
+        optimizer.step()
+        scheduler.observe(curve(step, current, generator))
+        scheduler.step()
+    return scheduler, lrs
+
+
+def noise(generator, scale):
+    return scale * float(torch.randn((), generator=generator))
+
+
+def valley(step, lr, generator):
+    """Loss falls while the LR approaches BEST_LR, then rises: the LR range-test picture."""
+    return 1.0 + 0.5 * math.log10(max(lr, 1e-12) / BEST_LR) ** 2 + noise(generator, 0.1)
+
+
+def monotone(step, lr, generator):
+    return 0.1 + math.exp(-step / 200) + noise(generator, 0.05)
+
+
+def flat(step, lr, generator):
+    return 1.0 + noise(generator, 0.1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_valley_switches_after_minimum_and_backs_off_to_lr_at_smoothed_minimum(seed):
+    scheduler, lrs = drive(valley, seed=seed)
+    best_step = next(i for i, lr in enumerate(lrs) if lr >= BEST_LR)
+    assert scheduler.switch_reason == "gp_minimum"
+    # The switch comes after the minimum (it must be behind us), but well before the cap.
+    assert best_step < scheduler.switch_step < scheduler.warmup_cap
+    # The back-off LR is the warmup LR at the smoothed minimum, which lies near the true one.
+    assert scheduler.switch_factor == pytest.approx(scheduler.warmup_factor(scheduler.minimum_step))
+    assert abs(scheduler.minimum_step - best_step) < 0.15 * scheduler.warmup_cap
+    backoff_lr = scheduler.switch_factor * HINT
+    assert abs(math.log10(backoff_lr / BEST_LR)) < 0.3
+    assert backoff_lr < lrs[scheduler.switch_step - 1]  # it really backs off
+    # LR rose during warmup, then decays to ~0.
+    warmup = lrs[: scheduler.switch_step]
+    assert all(b > a for a, b in zip(warmup, warmup[1:]))
+    assert lrs[-1] < 1e-3 * backoff_lr
+
+
+@pytest.mark.parametrize("curve", [monotone, flat], ids=["monotone", "flat"])
+def test_no_gp_switch_without_a_minimum(curve):
+    scheduler, lrs = drive(curve)
+    assert scheduler.switch_reason == "warmup_cap"
+    assert scheduler.switch_step == scheduler.warmup_cap == 500
+    # No back-off: decay starts from the top of the range.
+    assert scheduler.switch_factor == pytest.approx(100.0)
+    assert max(lrs) == pytest.approx(100.0 * HINT, rel=0.02)
+
+
+def test_nan_and_inf_do_not_crash_or_move_the_decision():
+    clean, _ = drive(valley, seed=3)
+
+    def poisoned(step, lr, generator):
+        value = valley(step, lr, generator)
+        return (float("nan"), float("inf"), -float("inf"))[step % 3] if step % 10 == 0 else value
+
+    dirty, _ = drive(poisoned, seed=3)
+    assert dirty.num_nonfinite == 100
+    assert dirty.switch_reason == "gp_minimum"
+    assert abs(dirty.switch_step - clean.switch_step) <= 3 * clean.test_interval
+    assert abs(math.log10(dirty.switch_factor / clean.switch_factor)) < 0.2
+    assert math.isfinite(dirty.diagnostics()["autolr/smoothed_loss"])
+
+
+def test_skipped_step_observation_is_replaced_by_the_next_one():
+    param = torch.nn.Parameter(torch.zeros(1))
+    scheduler = AutoLRGP(torch.optim.SGD([param], lr=HINT), 100)
+    scheduler.observe(5.0)  # this step is skipped (fp16 overflow): step() is not called
+    scheduler.observe(1.0)
+    scheduler.optimizer.step()
+    scheduler.step()
+    assert scheduler.losses[0].item() == 1.0 and scheduler.num_observed == 2
+
+
+@pytest.mark.parametrize("decay_type", ["cosine", "linear", "constant_cosine"])
+def test_decay_shapes_end_at_zero(decay_type):
+    scheduler, lrs = drive(valley, decay_type=decay_type)
+    start = scheduler.switch_step
+    after = lrs[start:]
+    assert after[0] == pytest.approx(scheduler.switch_factor * HINT)
+    assert all(b <= a + 1e-15 for a, b in zip(after, after[1:]))
+    assert lrs[-1] < 1e-3 * after[0]
+    if decay_type == "constant_cosine":
+        plateau_end = int(0.8 * 1000)
+        assert lrs[plateau_end - 1] == pytest.approx(after[0])
+    if decay_type == "linear":
+        middle = (start + 1000) // 2
+        assert lrs[middle] == pytest.approx(after[0] * (1 - (middle - start) / (999 - start)))
+
+
+def test_linear_warmup_and_group_ratios_are_kept():
+    params = [torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))]
+    optimizer = torch.optim.SGD([{"params": params[:1], "lr": 1e-3}, {"params": params[1:], "lr": 1e-4}])
+    scheduler = AutoLRGP(optimizer, 200, warmup_type="linear")
+    seen = []
+    for _ in range(50):
+        seen.append([g["lr"] for g in optimizer.param_groups])
+        optimizer.step()
+        scheduler.observe(1.0)
+        scheduler.step()
+    assert seen[0][0] == pytest.approx(1e-4)  # 0.1 x hint
+    steps = [b[0] - a[0] for a, b in zip(seen, seen[1:])]
+    assert max(steps) == pytest.approx(min(steps))  # linear ramp
+    assert all(a == pytest.approx(10 * b) for a, b in seen)
+
+
+def test_num_warmup_steps_caps_the_warmup():
+    scheduler, _ = drive(monotone, steps=400, num_warmup_steps=100)
+    assert scheduler.warmup_cap == 100 and scheduler.switch_step == 100
+
+
+@pytest.mark.parametrize("switch_at", [60, 600])
+def test_resume_gives_the_same_lr_sequence(tmp_path, switch_at):
+    """Stop mid-warmup (60) or mid-decay (600), save, reload weights_only, continue."""
+    full, lrs_full = drive(valley, seed=5)
+    generator = torch.Generator().manual_seed(5)
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=HINT)
+    first = AutoLRGP(optimizer, 1000)
+    lrs = []
+    for step in range(switch_at):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        first.observe(valley(step, lrs[-1], generator))
+        first.step()
+    torch.save(first.state_dict(), tmp_path / "scheduler.pt")
+    optimizer2 = torch.optim.SGD([param], lr=HINT)
+    resumed = AutoLRGP(optimizer2, 1000)
+    resumed.load_state_dict(torch.load(tmp_path / "scheduler.pt", weights_only=True))
+    for group, lr in zip(optimizer2.param_groups, resumed.get_last_lr()):
+        group["lr"] = lr  # the Trainer restores this from optimizer.pt
+    for step in range(switch_at, 1000):
+        lrs.append(optimizer2.param_groups[0]["lr"])
+        optimizer2.step()
+        resumed.observe(valley(step, lrs[-1], generator))
+        resumed.step()
+    assert lrs == lrs_full
+    assert resumed.switch_step == full.switch_step
+
+
+def test_gp_fit_mll_agrees_with_closed_form_moments():
+    moments, _ = drive(valley, seed=1)
+    mll, _ = drive(valley, seed=1, gp_fit="mll", n_draws=3, min_votes=2, gp_max_points=60)
+    assert mll.switch_reason == "gp_minimum"
+    assert abs(mll.switch_step - moments.switch_step) <= 0.1 * moments.warmup_cap
+    assert abs(math.log10(mll.switch_factor / moments.switch_factor)) < 0.3
+
+
+def test_closed_form_posterior_matches_gpytorch():
+    gpytorch = pytest.importorskip("gpytorch")
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(40, generator=g, dtype=torch.float64).sort().values
+    y = torch.sin(6 * x) + 0.1 * torch.randn(40, generator=g, dtype=torch.float64)
+    grid = torch.linspace(0, 1, 30, dtype=torch.float64)
+    hyper = GPHyperparameters(mean=0.1, outputscale=0.8, noise=0.02)
+    mean, cov = posterior(x, y, grid, 0.2, hyper, jitter=0.0)
+
+    class Exact(gpytorch.models.ExactGP):
+        def __init__(self, likelihood):
+            super().__init__(x, y, likelihood)
+            self.mean_module = gpytorch.means.ConstantMean()
+            self.covar_module = gpytorch.kernels.ScaleKernel(gpytorch.kernels.RBFKernel())
+
+        def forward(self, inputs):
+            return gpytorch.distributions.MultivariateNormal(self.mean_module(inputs), self.covar_module(inputs))
+
+    likelihood = gpytorch.likelihoods.GaussianLikelihood().double()
+    model = Exact(likelihood).double()
+    model.covar_module.base_kernel.lengthscale = 0.2
+    model.covar_module.outputscale = 0.8
+    model.mean_module.constant.data.fill_(0.1)
+    likelihood.noise = 0.02
+    model.eval()
+    with torch.no_grad(), gpytorch.settings.cholesky_jitter(double_value=1e-12):
+        reference = model(grid)
+    assert torch.allclose(mean, reference.mean, atol=1e-6)
+    assert torch.allclose(cov, reference.covariance_matrix.to_dense(), atol=1e-6)
+
+
+def test_prob_minimum_behind_reads_the_right_direction():
+    falling = torch.linspace(1, 0, 20, dtype=torch.float64)
+    rising_end = torch.cat([falling, torch.linspace(0, 1, 10, dtype=torch.float64)])
+    tight = lambda n: 1e-4 * torch.eye(n, dtype=torch.float64)  # noqa: E731
+    assert prob_minimum_behind(falling, tight(20)) < 0.01
+    assert prob_minimum_behind(rising_end, tight(30)) > 0.99
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ({"warmup_type": "cubic"}, "'warmup_type'"),
+        ({"decay_type": "step"}, "accepted values: 'cosine', 'linear', 'constant_cosine'"),
+        ({"max_warmup_fraction": 1.5}, "'max_warmup_fraction'"),
+        ({"min_votes": 9}, "'min_votes'"),
+        ({"confidence": "high"}, "'confidence' must be a number"),
+        ({"patiance": 3}, "unknown option(s) 'patiance'"),
+    ],
+)
+def test_bad_options_raise_one_clear_error(options, fragment):
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=HINT)
+    with pytest.raises(ValueError) as info:
+        build_scheduler("autolr_gp", optimizer, num_warmup_steps=0, num_training_steps=100, **options)
+    assert fragment in str(info.value)
+
+
+def test_state_dict_is_weights_only_loadable(tmp_path):
+    scheduler, _ = drive(valley, steps=300)
+    torch.save(scheduler.state_dict(), tmp_path / "s.pt")
+    state = torch.load(tmp_path / "s.pt", weights_only=True)
+    assert state["switch_step"] == scheduler.switch_step
+    assert torch.equal(state["losses"].nan_to_num(-1), scheduler.losses.nan_to_num(-1))
+
+
+def test_warns_when_no_loss_ever_arrives():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=HINT)
+    scheduler = AutoLRGP(optimizer, 100)
+    with pytest.warns(RuntimeWarning, match="without receiving a single loss"):
+        for _ in range(6):
+            optimizer.step()
+            scheduler.step()
