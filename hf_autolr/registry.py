@@ -18,6 +18,8 @@ from hf_autolr.schedulers.base import FeedbackScheduler
 METHODS: dict[str, str] = {
     "autolr_gp": "hf_autolr.schedulers.autolr_gp:AutoLRGP",
     "adascale": "hf_autolr.schedulers.adascale:AdaScale",
+    "autodrop": "hf_autolr.schedulers.autodrop:AutoDrop",
+    "lrtuner": "hf_autolr.schedulers.lrtuner:LRTuner",
 }
 
 # Arguments the factory fills itself; never user options.

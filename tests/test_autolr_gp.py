@@ -9,7 +9,7 @@ import torch
 
 from hf_autolr import build_scheduler
 from hf_autolr.schedulers.autolr_gp import AutoLRGP
-from hf_autolr.schedulers.gp_smoothing import GPHyperparameters, posterior, prob_minimum_behind
+from hf_autolr.schedulers.gp_smoothing import GPHyperparameters, posterior, posterior_for_last, prob_minimum_behind
 
 HINT = 1e-3  # the optimizer's configured LR; default range is [0.1, 100] x HINT
 BEST_LR = 1e-2  # where the synthetic valley curve has its minimum
@@ -99,7 +99,7 @@ def test_skipped_step_observation_is_replaced_by_the_next_one():
     scheduler.observe(1.0)
     scheduler.optimizer.step()
     scheduler.step()
-    assert scheduler.losses[0].item() == 1.0 and scheduler.num_observed == 2
+    assert scheduler.losses[0] == 1.0 and scheduler.num_observed == 2
 
 
 @pytest.mark.parametrize("decay_type", ["cosine", "linear", "constant_cosine"])
@@ -170,7 +170,7 @@ def test_resume_gives_the_same_lr_sequence(tmp_path, switch_at):
 
 def test_gp_fit_mll_agrees_with_closed_form_moments():
     moments, _ = drive(valley, seed=1)
-    mll, _ = drive(valley, seed=1, gp_fit="mll", n_draws=3, min_votes=2, gp_max_points=60)
+    mll, _ = drive(valley, seed=1, gp_fit="mll", n_draws=3, min_votes=2, gp_max_points=40)
     assert mll.switch_reason == "gp_minimum"
     assert abs(mll.switch_step - moments.switch_step) <= 0.1 * moments.warmup_cap
     assert abs(math.log10(mll.switch_factor / moments.switch_factor)) < 0.3
@@ -205,14 +205,17 @@ def test_closed_form_posterior_matches_gpytorch():
         reference = model(grid)
     assert torch.allclose(mean, reference.mean, atol=1e-6)
     assert torch.allclose(cov, reference.covariance_matrix.to_dense(), atol=1e-6)
+    mean_last, var, cov_last = posterior_for_last(x, y, grid, 0.2, hyper, jitter=0.0)
+    assert torch.allclose(mean_last, mean) and torch.allclose(var, cov.diagonal(), atol=1e-10)
+    assert torch.allclose(cov_last, cov[:, -1], atol=1e-10)
 
 
 def test_prob_minimum_behind_reads_the_right_direction():
     falling = torch.linspace(1, 0, 20, dtype=torch.float64)
     rising_end = torch.cat([falling, torch.linspace(0, 1, 10, dtype=torch.float64)])
-    tight = lambda n: 1e-4 * torch.eye(n, dtype=torch.float64)  # noqa: E731
-    assert prob_minimum_behind(falling, tight(20)) < 0.01
-    assert prob_minimum_behind(rising_end, tight(30)) > 0.99
+    tight = lambda n: (torch.full((n,), 1e-4, dtype=torch.float64), torch.zeros(n, dtype=torch.float64))  # noqa: E731
+    assert prob_minimum_behind(falling, *tight(20)) < 0.01
+    assert prob_minimum_behind(rising_end, *tight(30)) > 0.99
 
 
 @pytest.mark.parametrize(
@@ -238,7 +241,8 @@ def test_state_dict_is_weights_only_loadable(tmp_path):
     torch.save(scheduler.state_dict(), tmp_path / "s.pt")
     state = torch.load(tmp_path / "s.pt", weights_only=True)
     assert state["switch_step"] == scheduler.switch_step
-    assert torch.equal(state["losses"].nan_to_num(-1), scheduler.losses.nan_to_num(-1))
+    assert len(state["losses"]) == len(scheduler.losses) > 0
+    assert [v for v in state["losses"] if v == v] == [v for v in scheduler.losses if v == v]
 
 
 def test_warns_when_no_loss_ever_arrives():

@@ -57,6 +57,8 @@ class AutoLRCallback(TrainerCallback):
 
     def __init__(self, trainer: Trainer | None = None) -> None:
         self.trainer: Trainer | None = None
+        self.history: dict[str, list[float]] = {"step": [], "lr": [], "loss": []}
+        self._accumulation_steps = 1
         self._step_loss: torch.Tensor | None = None
         self._hook = None
         self._warned = False
@@ -97,24 +99,43 @@ class AutoLRCallback(TrainerCallback):
             self.add_loss(loss / accumulation)
 
     # -- events ---------------------------------------------------------------------------------
-    def on_train_begin(self, args, state, control, model=None, **kwargs):  # noqa: D102
+    def on_train_begin(self, args, state, control, model=None, lr_scheduler=None, **kwargs):  # noqa: D102
         self._step_loss = None
         self._accumulation_steps = args.gradient_accumulation_steps
+        self.history = {"step": [], "lr": [], "loss": []}
         if self.trainer is None and self._hook is None and model is not None:
             self._hook = model.register_forward_hook(self._forward_hook)
+        scheduler = _feedback_scheduler(lr_scheduler)
+        if scheduler is not None:
+            scaler = getattr(getattr(self.trainer, "accelerator", None), "scaler", None)
+            scheduler.attach(model, grad_scaler=scaler)
 
     def on_pre_optimizer_step(self, args, state, control, lr_scheduler=None, **kwargs):  # noqa: D102
         scheduler = _feedback_scheduler(lr_scheduler)
-        if scheduler is None or not scheduler.needs_loss:
+        if scheduler is None:
             self._step_loss = None
             return
+        scheduler.before_optimizer_step()
         # Every rank enters the collective, even one that saw no loss (it sends NaN → dropped).
         local = self._step_loss if self._step_loss is not None else torch.tensor(float("nan"))
         self._step_loss = None
-        scheduler.observe(_mean_over_processes(local))
+        loss = _mean_over_processes(local)
+        if scheduler.needs_loss:
+            scheduler.observe(loss)
+        step = state.global_step if state is not None else len(self.history["step"])
+        self.history["step"].append(float(step))
+        self.history["lr"].append(float(scheduler.get_last_lr()[0]))
+        self.history["loss"].append(loss)
 
     def on_step_end(self, args, state, control, lr_scheduler=None, **kwargs):  # noqa: D102
         scheduler = _feedback_scheduler(lr_scheduler)
+        if scheduler is not None and scheduler.finished and not control.should_training_stop:
+            control.should_training_stop = True  # e.g. AdaScale's scale-invariant budget is spent
+            # What DefaultFlowCallback does at max_steps: a final checkpoint and evaluation.
+            if args.save_strategy == "steps":
+                control.should_save = True
+            if args.eval_strategy == "steps" and args.eval_delay <= state.global_step:
+                control.should_evaluate = True
         if scheduler is not None and scheduler.needs_loss and not self._warned and state.global_step >= 2:
             if scheduler.num_observed - scheduler.num_nonfinite == 0:
                 self._warned = True

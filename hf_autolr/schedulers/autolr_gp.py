@@ -24,9 +24,11 @@ Two departures from the reference, both for fine-tuning and for cost:
   default 5e-5 that is 5e-6..5e-3). Param-group LR ratios are kept.
 - **Bounded cost.** Each GP conditions on at most ``gp_max_points`` points (random subsets of a
   longer history), hyperparameters come in closed form (``gp_fit="moments"``; ``"mll"`` runs the
-  reference's GPyTorch likelihood fit), and a test whose exponential moving average of the loss
-  is still at its running minimum votes "no" without fitting anything (the minimum cannot be
-  behind us yet).
+  reference's GPyTorch likelihood fit), all draws share one batched factorisation, and two
+  cheap gates run first: a test whose exponential moving average of the loss is still at its
+  running minimum votes "no" without any GP (the minimum cannot be behind us yet), and one GP
+  on ``precheck_bins`` bin means of the whole history must already be confident before the
+  ``n_draws`` vote runs.
 
 The GP models ``log(loss)`` when every loss is positive (``log_loss=True``): a rise from 0.01 to
 0.2 late in warmup matters as much as one from 1 to 20, which raw-scale smoothing would flatten.
@@ -46,8 +48,9 @@ from hf_autolr.schedulers.gp_smoothing import (
     GPHyperparameters,
     mll_hyperparameters,
     moment_hyperparameters,
-    posterior,
+    posterior_for_last,
     prob_minimum_behind,
+    single_thread,
 )
 
 WARMUP, DECAY = "warmup", "decay"
@@ -77,10 +80,11 @@ class AutoLRGP(FeedbackScheduler):
         n_draws: int = 5,
         min_votes: int = 3,
         confidence: float = 0.95,
-        gp_max_points: int = 100,
-        gp_grid_size: int = 100,
+        gp_max_points: int = 64,
+        gp_grid_size: int = 50,
         gp_lengthscale: float = 0.2,
         gp_fit: str = "moments",
+        precheck_bins: int = 32,
         log_loss: bool = True,
         seed: int = 0,
         last_epoch: int = -1,
@@ -105,6 +109,7 @@ class AutoLRGP(FeedbackScheduler):
         check_number(m, "gp_lengthscale", gp_lengthscale, low=0, low_inclusive=False)
         check_choice(m, "gp_fit", gp_fit, ("moments", "mll"))
         check_choice(m, "log_loss", log_loss, (True, False))
+        check_number(m, "precheck_bins", precheck_bins, low=0, integer=True)
         check_number(m, "seed", seed, integer=True)
         if num_warmup_steps:
             check_number(m, "num_warmup_steps", num_warmup_steps, low=1, integer=True)
@@ -129,9 +134,10 @@ class AutoLRGP(FeedbackScheduler):
         self.gp_lengthscale = float(gp_lengthscale)
         self.gp_fit = gp_fit
         self.log_loss = log_loss
+        self.precheck_bins = precheck_bins
         self.seed = seed
         # Decision state: plain values and tensors only.
-        self.losses = torch.full((self.warmup_cap,), float("nan"), dtype=torch.float64)
+        self.losses: list[float] = []  # per warmup step; NaN where none was observed
         self.phase = WARMUP
         self.votes: list[bool] = []
         self.num_tests = 0
@@ -180,6 +186,7 @@ class AutoLRGP(FeedbackScheduler):
         if self.phase != WARMUP:
             return
         step = self.last_epoch
+        self.losses.extend([math.nan] * (step + 1 - len(self.losses)))
         if loss is not None:
             self.losses[step] = loss
             alpha = 2.0 / (self.test_interval + 1.0)
@@ -199,17 +206,18 @@ class AutoLRGP(FeedbackScheduler):
 
     def _minimum_is_behind(self, num_steps: int) -> bool:
         """One test: vote, keep the last ``patience`` votes, True when all of them are yes."""
-        steps = torch.nonzero(~torch.isnan(self.losses[:num_steps])).squeeze(1)
+        losses = torch.tensor(self.losses[:num_steps], dtype=torch.float64)
+        steps = torch.nonzero(~torch.isnan(losses)).squeeze(1)
         if steps.numel() < self.min_observations:
             return False
         self.num_tests += 1
-        vote = self.loss_ema > self.loss_ema_min and self._gp_vote(steps, num_steps)
+        with single_thread():
+            vote = self.loss_ema > self.loss_ema_min and self._gp_vote(steps, losses[steps], num_steps)
         self.votes = (self.votes + [bool(vote)])[-self.patience :]
         return len(self.votes) == self.patience and all(self.votes)
 
-    def _gp_vote(self, steps: torch.Tensor, num_steps: int) -> bool:
+    def _gp_vote(self, steps: torch.Tensor, losses: torch.Tensor, num_steps: int) -> bool:
         """GP test on ``n_draws`` subsets; sets ``minimum_step`` (mean over draws) and the curve."""
-        losses = self.losses[steps]
         logged = self.log_loss and bool((losses > 0).all())
         if logged:
             losses = losses.log()
@@ -220,38 +228,64 @@ class AutoLRGP(FeedbackScheduler):
         x_all = steps.double() / num_steps
         y_all = (losses - center) / scale
         grid = torch.linspace(float(x_all[0]), float(x_all[-1]), self.gp_grid_size, dtype=torch.float64)
-        draws = self.n_draws if steps.numel() > self.gp_max_points else 1
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.num_tests)
-        positive, minima = 0, []
-        for _ in range(draws):
-            if draws > 1:  # a random subset, always keeping the newest point
-                pick = torch.randperm(steps.numel() - 1, generator=generator)[: self.gp_max_points - 1]
-                pick = torch.cat([pick.sort().values, torch.tensor([steps.numel() - 1])])
-                x, y = x_all[pick], y_all[pick]
-            else:
-                x, y = x_all, y_all
-            hyper = self._hyperparameters(x, y)
-            mean, cov = posterior(x, y, grid, self.gp_lengthscale, hyper)
-            self.num_gp_fits += 1
-            probability = prob_minimum_behind(mean, cov)
-            positive += probability > self.confidence
-            minima.append(float(grid[int(mean.argmin())]) * num_steps)
-        curve = mean * scale + center
+        n = steps.numel()
+        if self.precheck_bins and n > self.precheck_bins and not self._precheck(x_all, y_all, grid):
+            return False
+        if n > self.gp_max_points:  # random subsets, always keeping the newest point
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.num_tests)
+            keys = torch.rand(self.n_draws, n - 1, generator=generator, dtype=torch.float64)
+            pick = keys.topk(self.gp_max_points - 1, dim=1).indices.sort(dim=1).values
+            pick = torch.cat([pick, torch.full((self.n_draws, 1), n - 1)], dim=1)
+            x, y = x_all[pick], y_all[pick]
+        else:
+            x, y = x_all[None], y_all[None]
+        draws = x.shape[0]
+        hyper = self._hyperparameters(x, y)
+        mean, var, cov_last = posterior_for_last(x, y, grid, self.gp_lengthscale, hyper)
+        self.num_gp_fits += draws
+        probability = prob_minimum_behind(mean, var, cov_last)
+        minima = grid[mean.argmin(dim=1)] * num_steps
+        curve = mean[-1] * scale + center
         curve = curve.exp() if logged else curve
-        self.last_probability = float(probability)
+        self.last_probability = float(probability.mean())
         self.smoothed_loss = float(curve[-1])
-        self.minimum_step = sum(minima) / len(minima)
+        self.minimum_step = float(minima.mean())
         self.switch_curve_steps = (grid * num_steps).tolist()
         self.switch_curve_loss = curve.tolist()
+        positive = int((probability > self.confidence).sum())
         return positive >= (self.min_votes if draws > 1 else 1)
 
+    def _precheck(self, x_all: torch.Tensor, y_all: torch.Tensor, grid: torch.Tensor) -> bool:
+        """One cheap GP on ``precheck_bins`` bin means (noise σ²/count): is a full vote worth it?
+
+        Uses every observation, so it is at least as sensitive as one subsampled draw; most tests
+        end here and cost one small factorisation instead of ``n_draws``.
+        """
+        n, bins = x_all.numel(), self.precheck_bins
+        which = torch.arange(n) * bins // n
+        counts = torch.bincount(which, minlength=bins).double()
+        xb = torch.zeros(bins, dtype=torch.float64).index_add_(0, which, x_all) / counts
+        yb = torch.zeros(bins, dtype=torch.float64).index_add_(0, which, y_all) / counts
+        raw = moment_hyperparameters(y_all)
+        hyper = GPHyperparameters(mean=raw.mean, outputscale=raw.outputscale, noise=(raw.noise / counts)[None])
+        mean, var, cov_last = posterior_for_last(xb[None], yb[None], grid, self.gp_lengthscale, hyper)
+        self.num_gp_fits += 1
+        probability = float(prob_minimum_behind(mean, var, cov_last))
+        self.last_probability = probability
+        return probability > self.confidence
+
     def _hyperparameters(self, x: torch.Tensor, y: torch.Tensor) -> GPHyperparameters:
+        """Per-draw hyperparameters (``[D]`` tensors): closed form, or GPyTorch MLL fits."""
         if self.gp_fit == "moments":
             return moment_hyperparameters(y)
-        init = GPHyperparameters(*self.gp_hyper) if self.gp_hyper else None
-        hyper = mll_hyperparameters(x, y, self.gp_lengthscale, init=init)
-        self.gp_hyper = [hyper.mean, hyper.outputscale, hyper.noise]
-        return hyper
+        fits = []
+        for xi, yi in zip(x, y):  # the slow reference path: one likelihood fit per draw
+            init = GPHyperparameters(*self.gp_hyper) if self.gp_hyper else None
+            fits.append(mll_hyperparameters(xi, yi, self.gp_lengthscale, init=init))
+            self.gp_hyper = [float(fits[-1].mean), float(fits[-1].outputscale), float(fits[-1].noise)]
+        return GPHyperparameters(
+            *(torch.tensor([float(getattr(h, f)) for h in fits], dtype=torch.float64) for f in ("mean", "outputscale", "noise"))
+        )
 
     # -- reporting ------------------------------------------------------------------------------
     def diagnostics(self) -> dict[str, float]:

@@ -85,6 +85,19 @@ class FeedbackScheduler(LRScheduler):
         """Scalars worth logging, keyed ``"<method>/<quantity>"``."""
         return {}
 
+    # -- hooks the integrations call; no-ops unless a method needs them -------------------------
+    def attach(self, model: torch.nn.Module | None = None, *, grad_scaler: Any = None) -> FeedbackScheduler:
+        """Called once the model is known (before the first backward), e.g. to add gradient hooks."""
+        return self
+
+    def before_optimizer_step(self) -> None:
+        """Called on every rank after a step's last backward, before ``optimizer.step()``."""
+
+    @property
+    def finished(self) -> bool:
+        """True when the method's own budget is spent and training should stop (AdaScale)."""
+        return False
+
     # -- LRScheduler ----------------------------------------------------------------------------
     def step(self, epoch: int | None = None) -> None:  # noqa: D102 - see LRScheduler.step
         if epoch is not None:

@@ -1,0 +1,381 @@
+"""``adascale``: AdaScale — scale the LR by the measured gain of a large batch, and stretch the
+schedule by the same factor.
+
+Johnson, Agrawal, Gu, Guestrin, "AdaScale SGD: A User-Friendly Algorithm for Distributed
+Training", ICML 2020, arXiv 2007.05105 (Algorithm 1 of the ICLR-2020 submission text). The Adam
+rule follows AdaptDL's ``AdamScale`` (petuum/adaptdl, ``scaling_rules.py`` and
+``gradient_noise_scale.py``; read, not copied).
+
+Each optimizer step averages S gradient samples (processes × micro-batches). From them
+:mod:`~hf_autolr.schedulers.gradient_noise` estimates the gradient variance σ² and the squared
+gradient norm μ²; after smoothing, the gain is r = (σ² + μ²)/(σ²/S + μ²) ∈ [1, S]: how many S=1
+steps one step is worth. The scheduler keeps the scale-invariant progress τ (τ += r per step),
+evaluates the S=1 base schedule at ⌊τ⌋, and sets
+
+    lr = configured lr × base(⌊τ⌋) × r          (rule "sgd", the paper)
+    lr = configured lr × base(⌊τ⌋) × √r         (rule "adam", AdaptDL's AdamScale)
+
+``num_training_steps`` is the S=1 budget T_SI (``num_warmup_steps`` too is in S=1 steps);
+:attr:`AdaScale.finished` turns true when τ ≥ T_SI, which takes between T_SI/S and T_SI steps.
+An integration stops training there. In the Trainer, ``num_training_steps`` is ``max_steps``
+(given, or derived from ``num_train_epochs`` at the large batch): it is both T_SI and the cap on
+optimizer steps, which AdaScale never reaches before τ ≥ T_SI unless r = 1 throughout (τ grows by
+r ≥ 1 per step). To rerun an S=1 recipe of T steps (E epochs) at batch b with S = processes ×
+``gradient_accumulation_steps``, keep ``per_device_train_batch_size=b`` and set ``max_steps=T``
+(or ``num_train_epochs=E·S``); AdaScale then stops after T/S to T optimizer steps.
+
+Usage (a raw loop; the integrations do the same)::
+
+    sched = AdaScale(optimizer, num_training_steps=T_SI, base="cosine", num_warmup_steps=100)
+    sched.attach(model)                       # tensor hooks; DDP-wrapped model is fine
+    while not sched.finished:
+        for i, batch in enumerate(micro_batches):              # c ≥ 2, or several processes
+            with (ddp.no_sync() if i < c - 1 else nullcontext()):
+                (loss_fn(model, batch) / c).backward()         # loss_scaling="mean"
+        sched.before_optimizer_step()         # optional: this step uses its own gain (the paper)
+        clip_grad_norm_(model.parameters(), 1.0)              # fine: statistics are pre-clip
+        optimizer.step(); sched.step(); optimizer.zero_grad()
+
+API
+- ``AdaScale(optimizer, num_training_steps, *, num_warmup_steps=None, base="constant",
+  rule="auto", smoothing=None, loss_scaling="mean", min_lr_rate=0.0)``.
+- ``attach(model=None, *, grad_scaler=None)``: hooks on ``model``'s parameters (a module, an
+  iterable of parameters, or by default the optimizer's); idempotent; ``grad_scaler`` is a
+  ``torch.amp.GradScaler`` (or a number) whose factor the gradients carry. ``detach()`` removes
+  them (so does garbage collection of the scheduler).
+- ``before_optimizer_step()`` = ``record_gradients()`` (optional in a raw loop; the Trainer
+  integration calls it): between the last backward and ``optimizer.step()`` (clipping before or
+  after it is fine), turns this step's gradients into the gain and sets the LR of *this* step, as
+  in the paper. Without it ``step()`` does the same work and the new gain applies from the next
+  step (a one-step lag; r₀ = 1 for the first step either way). If the optimizer step is then
+  skipped (fp16 overflow), ``step()`` is not called: τ does not advance, the overflowed
+  statistics are no observation, and the next step is measured afresh.
+- ``step()``: once per optimizer step that was taken (not after a skipped fp16 step).
+- ``finished``, ``gain``, ``progress``, ``scale``; ``diagnostics()`` → ``adascale/gain``,
+  ``adascale/progress`` (τ), ``adascale/scale`` (S), ``adascale/var``, ``adascale/sqr`` (smoothed
+  σ², μ²), ``adascale/var_step``, ``adascale/sqr_step`` (this step's unclipped estimates),
+  ``adascale/lr_factor`` (r or √r), ``adascale/skipped`` (non-finite steps).
+
+Choices (documented in the README):
+- **S = 1 is refused.** One process without accumulation gives one sample, and σ² needs two
+  (fairscale also raises; AdaptDL's alternative pairs consecutive steps, which is biased). The
+  first step raises ``RuntimeError`` naming the remedy: ``gradient_accumulation_steps ≥ 2`` or
+  more processes. A one-sample step *after* normal ones (the short last step of an epoch whose
+  micro-batch count is not a multiple of the accumulation) is no observation and has gain 1.
+- **Loss convention.** ``loss_scaling="mean"`` (default): each micro-batch loss is divided by the
+  number of micro-batches, as HF Trainer and ``accelerator.backward`` do (Trainer's
+  ``num_items_in_batch`` normalisation is the same when micro-batches hold equal item counts, and
+  weights them by their item counts otherwise); ``"sum"``: the micro-batch losses are summed.
+- **One global gain.** All param groups share r, so their LR ratios are kept (fairscale scales
+  each group by its own gain; the paper has one r).
+- **Smoothing.** Each step's estimates are clipped (σ² ≥ 1e-6, μ² ≥ 0), then averaged with weight
+  max(1/t, 1−θ) for the t-th observation (a plain mean while t < 1/(1−θ), then an EMA), θ =
+  ``smoothing`` or max(1 − S/1000, 0).
+- **Adam rule** (``rule="adam"``, or ``"auto"`` for optimizers with Adam-like moments, RMSprop,
+  Adagrad…): as AdaptDL's AdamScale, the LR factor is √r and the statistics are taken on
+  Adam-preconditioned gradients g/(√v̂ + ε) once the optimizer has taken 5 steps (raw gradients
+  before, and always where it keeps no ``exp_avg_sq``); the averages restart when
+  preconditioning starts. τ still advances by r. ``"auto"`` picks ``"sgd"`` for SGD-like
+  optimizers and refuses optimizers it cannot classify.
+- **Non-finite gradients** (fp16 overflow) are no observation: estimates and gain unchanged.
+- **State** is plain floats: a resumed run gives the same LRs. Do not checkpoint between the
+  micro-batches of a step (the pending samples are not saved).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from hf_autolr._validation import check_choice, check_number
+from hf_autolr.schedulers.base import FeedbackScheduler, _check_plain
+from hf_autolr.schedulers.base_schedules import BASE_SCHEDULES
+from hf_autolr.schedulers.gradient_noise import (
+    VAR_FLOOR,
+    AdamPreconditioner,
+    GradientSampleTracker,
+    averaging_weight,
+    default_smoothing,
+    gain_ratio,
+    noise_estimates,
+    unwrap_optimizer,
+)
+
+logger = logging.getLogger(__name__)
+
+RULES = ("auto", "sgd", "adam")
+
+_ADAPTIVE_CLASSES = tuple(
+    getattr(torch.optim, name)
+    for name in ("Adam", "AdamW", "NAdam", "RAdam", "Adamax", "SparseAdam", "RMSprop", "Adagrad", "Adadelta")
+    if hasattr(torch.optim, name)
+)
+_ADAPTIVE_NAMES = ("adam", "rmsprop", "adagrad", "adadelta", "adafactor", "lamb", "lion", "adan", "prodigy")
+
+ONE_SAMPLE_ERROR = (
+    "AdaScale needs at least 2 gradient samples per optimizer step to estimate the gradient "
+    "variance, and this step had 1 (one process, one micro-batch). Use "
+    "gradient_accumulation_steps >= 2 or train on more processes (S = processes x micro-batches)."
+)
+
+
+def optimizer_family(optimizer: torch.optim.Optimizer) -> str | None:
+    """``"sgd"``, ``"adam"`` (any adaptive, per-coordinate preconditioned optimizer) or ``None``.
+
+    Looks through wrappers with an ``.optimizer`` attribute (accelerate's ``AcceleratedOptimizer``).
+    """
+    inner = unwrap_optimizer(optimizer)
+    name = type(inner).__name__.lower()
+    if isinstance(inner, torch.optim.SGD):
+        return "sgd"
+    if isinstance(inner, _ADAPTIVE_CLASSES) or "betas" in inner.defaults:
+        return "adam"
+    if any(key in name for key in _ADAPTIVE_NAMES):
+        return "adam"
+    if "sgd" in name:
+        return "sgd"
+    return None
+
+
+def resolve_rule(optimizer: torch.optim.Optimizer, rule: str) -> str:
+    """``rule`` itself, or for ``"auto"`` the family of ``optimizer`` (``ValueError`` if unknown)."""
+    if rule != "auto":
+        return rule
+    family = optimizer_family(optimizer)
+    if family is None:
+        name = type(unwrap_optimizer(optimizer)).__name__
+        raise ValueError(
+            f"adascale: option 'rule'='auto' cannot tell whether {name} is SGD-like or adaptive; "
+            "set rule='sgd' (LR x gain) or rule='adam' (LR x sqrt(gain))"
+        )
+    return family
+
+
+class AdaScale(FeedbackScheduler):
+    """AdaScale gain and scale-invariant progress on top of a pure-torch base schedule.
+
+    Args:
+        optimizer: the optimizer (or a wrapper with ``.optimizer``).
+        num_training_steps: T_SI, the length of the base schedule in S=1 steps.
+        num_warmup_steps: linear warmup of the base schedule, in S=1 steps (``None`` = 0).
+        base: ``"constant"``, ``"constant_with_warmup"``, ``"linear"``, ``"cosine"``,
+            ``"cosine_with_min_lr"`` (see :mod:`~hf_autolr.schedulers.base_schedules`).
+        rule: ``"auto"``, ``"sgd"`` (LR × r) or ``"adam"`` (LR × √r on preconditioned statistics).
+        smoothing: θ in [0, 1); ``None`` = max(1 − S/1000, 0).
+        loss_scaling: ``"mean"`` (micro-batch losses divided by their count) or ``"sum"``.
+        min_lr_rate: floor of ``cosine_with_min_lr``, as a fraction of the LR.
+    """
+
+    name = "adascale"
+    needs_loss = False
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        num_training_steps: int,
+        *,
+        num_warmup_steps: int | None = None,
+        base: str = "constant",
+        rule: str = "auto",
+        smoothing: float | None = None,
+        loss_scaling: str = "mean",
+        min_lr_rate: float = 0.0,
+        last_epoch: int = -1,
+    ) -> None:
+        m = self.name
+        check_number(m, "num_training_steps", num_training_steps, low=1, integer=True)
+        if num_warmup_steps is not None:
+            check_number(m, "num_warmup_steps", num_warmup_steps, low=0, integer=True)
+        check_choice(m, "base", base, tuple(BASE_SCHEDULES))
+        check_choice(m, "rule", rule, RULES)
+        if smoothing is not None:
+            check_number(m, "smoothing", smoothing, low=0, high=1, high_inclusive=False)
+        check_choice(m, "loss_scaling", loss_scaling, ("mean", "sum"))
+        check_number(m, "min_lr_rate", min_lr_rate, low=0, high=1)
+
+        self.num_training_steps = int(num_training_steps)
+        self.num_warmup_steps = int(num_warmup_steps or 0)
+        self.base = base
+        self.rule = resolve_rule(optimizer, rule)
+        self.smoothing = None if smoothing is None else float(smoothing)
+        self.loss_scaling = loss_scaling
+        self.min_lr_rate = float(min_lr_rate)
+
+        self.progress = 0.0  # τ, in S=1 steps
+        self.gain = 1.0  # r applied to the current LR (r₀ = 1)
+        self.scale = 0  # S of the latest observation
+        self.var_avg = 0.0  # smoothed, clipped σ²
+        self.sqr_avg = 0.0  # smoothed, clipped μ²
+        self.var_step = 0.0  # latest unclipped estimates (0 before the first)
+        self.sqr_step = 0.0
+        self.num_averaged = 0  # observations in the current average
+        self.num_skipped = 0  # steps with non-finite gradients
+        self.preconditioned = False  # whether the current average is on preconditioned gradients
+        self._seen_samples = False  # a step with >= 2 samples was seen (S = 1 is refused before)
+        self._recorded = False  # record_gradients() already consumed this step's samples
+        self._tracker: GradientSampleTracker | None = None
+        super().__init__(optimizer, last_epoch)
+
+    # -- hooks ----------------------------------------------------------------------------------
+    def attach(
+        self, model: torch.nn.Module | Iterable[torch.Tensor] | None = None, *, grad_scaler: Any = None
+    ) -> AdaScale:
+        """Install the gradient hooks on ``model``'s parameters (a module, an iterable of parameters,
+        or by default the optimizer's).
+
+        Call once before the first backward; calling again with the same parameters only updates
+        ``grad_scaler``. Attach to the module that is trained (the DDP-wrapped one is fine: it has
+        the same parameters). The integrations call it with the model and the GradScaler.
+        """
+        if model is None:
+            params = [p for group in unwrap_optimizer(self.optimizer).param_groups for p in group["params"]]
+        elif isinstance(model, torch.nn.Module):
+            params = list(model.parameters())
+        else:
+            params = list(model)
+        if self._tracker is not None and self._tracker.same_params(params):
+            self._tracker.grad_scaler = grad_scaler
+            return self
+        self.detach()
+        preconditioner = AdamPreconditioner(self.optimizer) if self.rule == "adam" else None
+        self._tracker = GradientSampleTracker(params, grad_scaler=grad_scaler, preconditioner=preconditioner)
+        return self
+
+    def detach(self) -> None:
+        """Remove the gradient hooks (no-op if none)."""
+        if self._tracker is not None:
+            self._tracker.remove()
+            self._tracker = None
+
+    # -- the method -----------------------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        """Whether the scale-invariant progress τ reached ``num_training_steps`` (T_SI)."""
+        return self.progress >= self.num_training_steps
+
+    def lr_factor(self, gain: float | None = None) -> float:
+        """The factor the gain contributes to the LR: r (SGD rule) or √r (Adam rule)."""
+        gain = self.gain if gain is None else gain
+        return math.sqrt(gain) if self.rule == "adam" else gain
+
+    def base_factor(self) -> float:
+        """The S=1 base schedule at ⌊τ⌋."""
+        schedule = BASE_SCHEDULES[self.base]
+        step = math.floor(self.progress)
+        return schedule(step, self.num_warmup_steps, self.num_training_steps, self.min_lr_rate)
+
+    def multiplier(self) -> float:  # noqa: D102 - see FeedbackScheduler
+        return self.base_factor() * self.lr_factor()
+
+    def estimated_gain(self, scale: int | None = None) -> float:
+        """r from the smoothed estimates for a step of ``scale`` samples (default: the latest S);
+        1 before the first observation."""
+        if self.num_averaged == 0:
+            return 1.0
+        return gain_ratio(self.var_avg, self.sqr_avg, self.scale if scale is None else scale)
+
+    def record_gradients(self) -> None:
+        """Use this step's gradients for this step's LR (optional; see the module doc).
+
+        Call between the last backward and ``optimizer.step()``; a collective under
+        torch.distributed (every rank calls it, or none). The gain is that of this step's own
+        sample count (1 for a one-sample step, e.g. the short last step of an epoch). A second
+        call in the same step changes nothing. If the optimizer step is then skipped (fp16
+        overflow: ``step()`` is not called), τ does not advance and the next call measures the
+        next step afresh.
+        """
+        num_samples = self._observe()
+        self._recorded = True
+        if num_samples == 0:
+            return
+        self.gain = self.estimated_gain(num_samples)
+        values = self.get_lr()
+        for group, lr in zip(self.optimizer.param_groups, values, strict=True):
+            group["lr"] = lr
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+    def before_optimizer_step(self) -> None:
+        """The integrations' hook (after the last backward, before ``optimizer.step()``):
+        :meth:`record_gradients`, so that each step uses its own gain, as in the paper."""
+        self.record_gradients()
+
+    def update(self, loss: float | None) -> None:  # noqa: D102 - see FeedbackScheduler
+        # Samples the hooks collected since record_gradients() (or without it) belong to this step.
+        if not self._recorded or (self._tracker is not None and self._tracker.has_samples()):
+            self._observe()
+        self._recorded = False
+        was_finished = self.finished
+        self.progress += self.gain  # the step just taken counted r S=1 steps
+        self.gain = self.estimated_gain()
+        if self.finished and not was_finished:
+            logger.info(
+                "adascale: scale-invariant budget of %d S=1 steps reached after %d optimizer steps "
+                "(S=%d); training should stop here (the hf_autolr integrations stop it)",
+                self.num_training_steps, self.last_epoch + 1, self.scale,
+            )
+
+    def _observe(self) -> int:
+        """Fold this step's samples into the averages; returns how many samples the step had."""
+        if self._tracker is None:
+            raise RuntimeError(
+                "adascale: no gradient hooks; call scheduler.attach(model) before the first backward "
+                "(the hf_autolr integrations do this)"
+            )
+        sample = self._tracker.collect(self.loss_scaling)
+        n = sample.num_samples
+        if n == 0:
+            if not self._seen_samples:
+                raise RuntimeError(
+                    "adascale: no backward pass reached the hooks this step; attach() the parameters "
+                    "being trained before the first backward"
+                )
+            return 0
+        if n == 1:
+            if not self._seen_samples:
+                raise RuntimeError(ONE_SAMPLE_ERROR)
+            return 1  # a short step (last of an epoch) after normal ones: no estimate, gain 1
+        self._seen_samples = True
+        if not sample.finite:
+            self.num_skipped += 1
+            return n
+        var, sqr = noise_estimates(sample.sample_sq_sum, sample.mean_sq, n)
+        self.var_step, self.sqr_step = var, sqr
+        var, sqr = max(var, VAR_FLOOR), max(sqr, 0.0)
+        if sample.preconditioned != self.preconditioned:
+            self.num_averaged = 0  # preconditioning started: σ², μ² change units, restart
+            self.preconditioned = sample.preconditioned
+        theta = self.smoothing if self.smoothing is not None else default_smoothing(n)
+        self.num_averaged += 1
+        weight = averaging_weight(self.num_averaged, theta)
+        self.var_avg = (1.0 - weight) * self.var_avg + weight * var
+        self.sqr_avg = (1.0 - weight) * self.sqr_avg + weight * sqr
+        self.scale = n
+
+    # -- reporting and state --------------------------------------------------------------------
+    def diagnostics(self) -> dict[str, float]:  # noqa: D102 - see FeedbackScheduler
+        return {
+            "adascale/gain": float(self.gain),
+            "adascale/progress": float(self.progress),
+            "adascale/scale": float(self.scale),
+            "adascale/var": float(self.var_avg),
+            "adascale/sqr": float(self.sqr_avg),
+            "adascale/var_step": float(self.var_step),
+            "adascale/sqr_step": float(self.sqr_step),
+            "adascale/lr_factor": float(self.lr_factor()),
+            "adascale/skipped": float(self.num_skipped),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain values only: the hooks (``_tracker``) are runtime and are not saved."""
+        state = {key: value for key, value in self.__dict__.items() if key not in ("optimizer", "_tracker")}
+        _check_plain(state, "state")
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the progress, gain and averages; attached hooks stay as they are."""
+        state = {key: value for key, value in state_dict.items() if key != "_tracker"}
+        super().load_state_dict(state)

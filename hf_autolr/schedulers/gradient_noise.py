@@ -1,0 +1,300 @@
+"""Gradient-noise statistics for AdaScale: S gradient samples per optimizer step.
+
+Johnson, Agrawal, Gu, Guestrin, "AdaScale SGD: A User-Friendly Algorithm for Distributed
+Training", ICML 2020, arXiv 2007.05105 (equations from the ICLR-2020 submission text).
+
+With S independent base-batch gradients g_1..g_S and their mean ḡ, the unbiased estimates are
+
+    σ̂² = (Σ‖g_i‖² − S‖ḡ‖²) / (S − 1)        (trace of one base batch's gradient covariance)
+    μ̂² = ‖ḡ‖² − σ̂² / S                      (squared norm of the true gradient)
+
+and the gain is r = (σ² + μ²) / (σ²/S + μ²) ∈ [1, S] after clipping σ² ≥ 1e-6, μ² ≥ 0.
+
+**Where the samples come from.** :class:`GradientSampleTracker` puts a tensor hook on every
+parameter (``param.register_hook``, as fairscale and AdaptDL do). It sees each micro-batch's
+*local* gradient before it is accumulated into ``.grad`` and before DDP averages it, so one
+optimizer step gives S = processes × micro-batches samples and Σ‖g_i‖² is the sum of the squared
+norms the hooks saw. The micro-batches are counted per parameter (the most hook calls of any
+parameter), which also holds under non-reentrant activation checkpointing.
+
+**‖ḡ‖² before clipping.** At the end of every backward pass the tracker queues a callback on the
+autograd engine, which queues a second one; that second callback runs after DDP's reducer has
+written the averaged gradients into ``.grad`` (DDP queues its own finalizer during the backward
+pass), so it reads ``‖.grad‖²`` = the accumulated (and, after the synchronising micro-batch,
+process-averaged) gradient *before* any clipping, un-scaling or optimizer step. The value after
+the last backward of the step is the one used. fairscale and AdaptDL read ``.grad`` after DDP the
+same way (the idea is theirs, the code is not); it relies on the private
+``Variable._execution_engine.queue_callback``, which DDP itself also uses.
+
+**Conventions.** With ``loss_scaling="mean"`` each micro-batch loss was divided by the number c of
+micro-batches (what HF Trainer does), so a hook sees g_i / c and ``.grad`` is ḡ; with ``"sum"``
+the hook sees g_i and ``.grad`` is c·ḡ. fp16: hooks and ``.grad`` carry the GradScaler's factor;
+the tracker reads the scale at the end of each backward and divides it out. A step whose
+statistics are NaN/inf (overflow) is reported as not finite and is no observation. Gradients
+zeroed (set to ``None``) without a scheduler step — a skipped fp16 step — start a new step (with
+``zero_grad(set_to_none=False)`` this is not detected; the merged, non-finite step is dropped too).
+
+Not supported: FSDP / ZeRO (sharded ``.grad``), parameters shared across reentrant checkpoint
+segments, and extra ``torch.autograd.grad`` calls on the parameters inside a step.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.autograd import Variable
+
+VAR_FLOOR = 1e-6  # σ² clip of the paper (and fairscale / AdaptDL)
+ADAM_PRECONDITION_AFTER = 5  # AdaptDL: raw gradients until Adam's second moment has 5 steps
+
+
+def noise_estimates(sample_sq_sum: float, mean_sq: float, num_samples: int) -> tuple[float, float]:
+    """Unbiased (σ̂², μ̂²) from Σ‖g_i‖², ‖ḡ‖² and S ≥ 2 samples (not clipped)."""
+    s = num_samples
+    if s < 2:
+        raise ValueError(f"noise_estimates needs at least 2 samples, got {s}")
+    var = (sample_sq_sum - s * mean_sq) / (s - 1)
+    return var, mean_sq - var / s
+
+
+def gain_ratio(var: float, sqr: float, scale: float) -> float:
+    """AdaScale gain r = (σ² + μ²) / (σ²/S + μ²) with σ² ≥ 1e-6, μ² ≥ 0, clipped to [1, S]."""
+    var, sqr = max(var, VAR_FLOOR), max(sqr, 0.0)
+    return min(max((var + sqr) / (var / scale + sqr), 1.0), float(scale))
+
+
+def averaging_weight(count: int, theta: float) -> float:
+    """Weight of the ``count``-th observation (1-based): a plain mean while count < 1/(1−θ), then
+    an exponential moving average with factor θ, i.e. ``max(1/count, 1 − θ)``."""
+    return max(1.0 / count, 1.0 - theta)
+
+
+def default_smoothing(num_samples: int) -> float:
+    """θ = max(1 − S/1000, 0), the paper's (and fairscale's) choice."""
+    return max(1.0 - num_samples / 1000.0, 0.0)
+
+
+def unwrap_optimizer(optimizer: Any) -> torch.optim.Optimizer:
+    """The innermost optimizer of wrappers that keep it in ``.optimizer`` (accelerate's
+    ``AcceleratedOptimizer``, …)."""
+    seen = {id(optimizer)}
+    while isinstance(getattr(optimizer, "optimizer", None), torch.optim.Optimizer):
+        optimizer = optimizer.optimizer
+        if id(optimizer) in seen:
+            break
+        seen.add(id(optimizer))
+    return optimizer
+
+
+class AdamPreconditioner:
+    """Adam's diagonal preconditioner √v̂ + ε of a parameter, as AdaptDL's ``AdamScale`` uses it.
+
+    ``v̂ = exp_avg_sq / (1 − β₂^step)`` from the optimizer's state before this step's update. Gives
+    ``None`` (raw gradient) while the parameter has fewer than ``after`` Adam steps or where the
+    optimizer keeps no ``exp_avg_sq`` / ``betas`` (then the statistics are on raw gradients).
+    """
+
+    def __init__(self, optimizer: Any, after: int = ADAM_PRECONDITION_AFTER) -> None:
+        self.optimizer = unwrap_optimizer(optimizer)
+        self.after = after
+        self._group_index: dict[int, int] = {}
+
+    def _group(self, param: torch.Tensor) -> dict[str, Any] | None:
+        groups = self.optimizer.param_groups
+        index = self._group_index.get(id(param))
+        if index is None or index >= len(groups):  # a new parameter or group: re-index
+            self._group_index = {id(p): i for i, group in enumerate(groups) for p in group["params"]}
+            index = self._group_index.get(id(param))
+        return None if index is None else groups[index]
+
+    def __call__(self, param: torch.Tensor) -> torch.Tensor | None:
+        state = self.optimizer.state.get(param)
+        if not state or "exp_avg_sq" not in state:
+            return None
+        step = float(state.get("step", 0))
+        group = self._group(param)
+        if step < self.after or group is None or "betas" not in group:
+            return None
+        second_moment = state["exp_avg_sq"].detach()
+        if second_moment.dtype not in (torch.float32, torch.float64):
+            second_moment = second_moment.float()
+        correction = 1.0 - group["betas"][1] ** step
+        return (second_moment / correction).sqrt_().add_(group.get("eps", 1e-8))
+
+
+@dataclass(frozen=True)
+class GradientSample:
+    """What one optimizer step saw, summed over processes."""
+
+    num_samples: int  # S = Σ over processes of the micro-batches
+    sample_sq_sum: float  # Σ_i ‖g_i‖² (per-sample gradients, loss convention undone, unscaled)
+    mean_sq: float  # ‖ḡ‖²
+    finite: bool
+    preconditioned: bool  # statistics on Adam-preconditioned gradients
+
+
+def _sq_norm(grad: torch.Tensor, pinv: torch.Tensor | None) -> torch.Tensor:
+    """‖grad / pinv‖², squares in at least float32 (fp16 squares of scaled gradients overflow),
+    summed in float64 (σ̂² is a difference of two nearly equal sums)."""
+    grad = grad.detach()
+    if grad.dtype not in (torch.float32, torch.float64):
+        grad = grad.float()
+    if pinv is not None:
+        grad = grad / pinv
+    return grad.square().sum(dtype=torch.float64)
+
+
+def _weak_hook(tracker: weakref.ref, param: torch.Tensor) -> Callable[[torch.Tensor], None]:
+    def hook(grad: torch.Tensor) -> None:
+        live = tracker()
+        if live is not None:
+            live._on_grad(param, grad)
+
+    return hook
+
+
+def _remove_handles(handles: list[Any]) -> None:
+    for handle in handles:
+        handle.remove()
+
+
+class GradientSampleTracker:
+    """Tensor hooks that collect one optimizer step's gradient samples (see the module doc).
+
+    ``grad_scaler``: ``None``, a number, or an object with ``get_scale()`` (``torch.amp.GradScaler``)
+    whose factor the gradients carry. ``preconditioner``: ``param -> Tensor | None`` to take the
+    statistics on ``grad / preconditioner`` (Adam rule). Runtime only: holds parameters and hook
+    handles, never goes into a checkpoint.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor],
+        *,
+        grad_scaler: Any = None,
+        preconditioner: Callable[[torch.Tensor], torch.Tensor | None] | None = None,
+    ) -> None:
+        self.params = [p for p in params if p.requires_grad]
+        if not self.params:
+            raise ValueError("AdaScale.attach: no parameters that require gradients")
+        self.grad_scaler = grad_scaler
+        self.preconditioner = preconditioner
+        # The hooks hold the tracker weakly, and the finalizer removes them once the tracker (its
+        # scheduler) is gone: a scheduler replaced without detach() (a second Trainer.train())
+        # leaves no live hooks behind.
+        this = weakref.ref(self)
+        handles = [p.register_hook(_weak_hook(this, p)) for p in self.params]
+        self._remove_hooks = weakref.finalize(self, _remove_handles, handles)
+        self.reset()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget what was seen since the last :meth:`collect`."""
+        self._calls: dict[int, int] = {}
+        self._backward_sq: torch.Tensor | None = None  # this backward pass, still scaled
+        self._sample_sq: torch.Tensor | None = None  # this step, unscaled
+        self._mean_sq: torch.Tensor | None = None  # ‖.grad‖² after the latest backward, unscaled
+        self._preconditioned = False
+        # Also re-arms the end-of-backward callback if a failed backward never ran it (queueing it
+        # twice in one backward is harmless: the second run finds nothing new to fold).
+        self._callback_queued = False
+
+    def remove(self) -> None:
+        """Remove the hooks (idempotent)."""
+        self._remove_hooks()
+
+    def has_samples(self) -> bool:
+        """Whether a backward pass reached the hooks since the last :meth:`collect`."""
+        return bool(self._calls)
+
+    def same_params(self, params: Iterable[torch.Tensor]) -> bool:
+        """Whether the hooks sit on exactly ``params`` (those requiring gradients)."""
+        wanted = [p for p in params if p.requires_grad]
+        return len(wanted) == len(self.params) and all(a is b for a, b in zip(wanted, self.params))
+
+    # -- during backward ------------------------------------------------------------------------
+    def _pinv(self, param: torch.Tensor) -> torch.Tensor | None:
+        pinv = self.preconditioner(param) if self.preconditioner is not None else None
+        if pinv is not None:
+            self._preconditioned = True
+        return pinv
+
+    def _on_grad(self, param: torch.Tensor, grad: torch.Tensor) -> None:
+        key = id(param)
+        if param.grad is None and self._calls.get(key, 0) > 0:
+            self.reset()  # zeroed without a scheduler step (skipped fp16 step): start afresh
+        self._calls[key] = self._calls.get(key, 0) + 1
+        sq = _sq_norm(grad, self._pinv(param))
+        previous = self._backward_sq
+        self._backward_sq = sq if previous is None else previous + sq.to(previous.device)
+        if not self._callback_queued:
+            self._callback_queued = True
+            Variable._execution_engine.queue_callback(self._end_of_backward)
+
+    def _end_of_backward(self) -> None:
+        self._callback_queued = False
+        # Queued now, this runs after DDP's finalizer, which was queued during the backward pass.
+        Variable._execution_engine.queue_callback(self._after_reduction)
+
+    def _grad_scale(self) -> float:
+        scaler = self.grad_scaler
+        if scaler is None:
+            return 1.0
+        return float(scaler.get_scale() if hasattr(scaler, "get_scale") else scaler)
+
+    def _after_reduction(self) -> None:
+        inv_scale_sq = 1.0 / self._grad_scale() ** 2
+        if self._backward_sq is not None:
+            part = self._backward_sq * inv_scale_sq
+            previous = self._sample_sq
+            self._sample_sq = part if previous is None else previous + part.to(previous.device)
+            self._backward_sq = None
+        total: torch.Tensor | None = None
+        for p in self.params:
+            if p.grad is not None:
+                sq = _sq_norm(p.grad, self._pinv(p))
+                total = sq if total is None else total + sq.to(total.device)
+        if total is not None:
+            self._mean_sq = total * inv_scale_sq
+
+    # -- at the optimizer step ------------------------------------------------------------------
+    def collect(self, loss_scaling: str) -> GradientSample:
+        """This step's samples, summed over processes (a collective when torch.distributed is
+        initialised with more than one process: every rank must call it), then :meth:`reset`."""
+        micro_batches = max(self._calls.values(), default=0)
+        sample_sq = self._sample_sq if self._sample_sq is not None else torch.zeros((), dtype=torch.float64)
+        mean_sq = self._mean_sq if self._mean_sq is not None else torch.zeros((), dtype=torch.float64)
+        if loss_scaling == "mean":  # hooks saw g_i / c
+            sample_sq = sample_sq * micro_batches**2
+        elif micro_batches > 0:  # "sum": .grad is c·ḡ
+            mean_sq = mean_sq / micro_batches**2
+        device = sample_sq.device
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        if world > 1 and self._sample_sq is None and dist.get_backend() == "nccl":
+            device = torch.device("cuda", torch.cuda.current_device())
+        packed = torch.stack(
+            [
+                sample_sq.to(device),
+                torch.tensor(float(micro_batches), dtype=torch.float64, device=device),
+                mean_sq.to(device),
+                torch.tensor(float(self._preconditioned), dtype=torch.float64, device=device),
+            ]
+        )
+        if world > 1:
+            dist.all_reduce(packed)  # ‖ḡ‖² is the same on every rank after DDP: averaged below
+        sample_sq_sum, count, mean_sq_sum, preconditioned = packed.tolist()
+        self.reset()
+        mean_sq_value = mean_sq_sum / world
+        return GradientSample(
+            num_samples=int(round(count)),
+            sample_sq_sum=sample_sq_sum,
+            mean_sq=mean_sq_value,
+            finite=math.isfinite(sample_sq_sum) and math.isfinite(mean_sq_value),
+            preconditioned=preconditioned > 0,
+        )
