@@ -211,8 +211,10 @@ class AutoLRGP(FeedbackScheduler):
         if steps.numel() < self.min_observations:
             return False
         self.num_tests += 1
-        with single_thread():
-            vote = self.loss_ema > self.loss_ema_min and self._gp_vote(steps, losses[steps], num_steps)
+        vote = False
+        if self.loss_ema > self.loss_ema_min:  # else the minimum cannot be behind us yet
+            with single_thread():
+                vote = self._gp_vote(steps, losses[steps], num_steps)
         self.votes = (self.votes + [bool(vote)])[-self.patience :]
         return len(self.votes) == self.patience and all(self.votes)
 
