@@ -13,6 +13,7 @@ from torch import nn
 
 from hf_autolr.registry import build_scheduler
 from hf_autolr.schedulers.autodrop import AutoDrop, gaussian_smooth
+from hf_autolr.schedulers.param_subset import StridedGather, gather, plan_subset
 
 
 def _points_scheduler(dim=2, **options):
@@ -284,6 +285,36 @@ def test_mismatched_checkpoint_restarts_statistics_with_a_warning():
     with pytest.warns(UserWarning, match="restart"):
         other.load_state_dict(state)
     assert other.num_points == 0 and other.omega == pytest.approx(45.0) and other.last_epoch == 3
+    assert other.track_counts == [5] and other.window_sum.numel() == 5  # its own subset is kept
+    x5 = other.optimizer.param_groups[0]["params"][0]
+    _visit(x5, other, [(0.0,) * 5, (1.0, 0, 0, 0, 0), (1.0, 1.0, 0, 0, 0)])
+    assert other.omega == pytest.approx(90.0)
+
+
+def test_cached_views_read_what_gather_reads_even_after_the_storage_moves():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(7, 5), nn.Linear(5, 3))
+    params = list(model.parameters())
+    plan = plan_subset(params, 3, None, None, 0)
+    assert 1 < plan.stride and 0 < plan.size < sum(p.numel() for p in params)
+    reader, got = StridedGather(plan, sharded=False), torch.zeros(plan.size)
+    for step in range(4):
+        with torch.no_grad():
+            for p in params:
+                p.add_(torch.randn_like(p))  # in place, as an optimizer does
+        if step == 2:
+            params[0].data = params[0].data + 1.0  # new storage, as after model.to()
+        expected = torch.zeros(plan.size)
+        gather(params, plan, expected, accumulate=True)
+        got.zero_()
+        reader(params, got, accumulate=True)
+        assert torch.equal(got, expected)
+    transposed = [nn.Parameter(torch.randn(6, 4).t())]  # not contiguous: read afresh each call
+    plan = plan_subset(transposed, 3, 0.5, None, 0)
+    reader, got, expected = StridedGather(plan, sharded=False), torch.zeros(plan.size), torch.zeros(plan.size)
+    reader(transposed, got, accumulate=False)
+    gather(transposed, plan, expected, accumulate=False)
+    assert torch.equal(got, expected) and not reader.cacheable
 
 
 # -- sharded parameters: two gloo ranks, each holding half of the vector ------------------------

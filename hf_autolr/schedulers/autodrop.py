@@ -72,6 +72,7 @@ from hf_autolr._validation import check_choice, check_number
 from hf_autolr.schedulers.base import FeedbackScheduler
 from hf_autolr.schedulers.param_subset import (
     BUFFER_DTYPE,
+    StridedGather,
     SubsetPlan,
     gather,
     global_sums,
@@ -202,6 +203,7 @@ class AutoDrop(FeedbackScheduler):
         self.track_counts = list(plan.counts)
         self.tracked_fraction = plan.size / max(1, sum(local_tensor(p).numel() for p in params))
         self.saved_world_size = world_size()
+        self._reader = StridedGather(plan, self.sharded)  # cached views; not part of the state
         # Decision state: plain values and fp32 buffers over the tracked coordinates.
         device = params[0].device
         for buffer in _BUFFERS[rule]:
@@ -251,8 +253,7 @@ class AutoDrop(FeedbackScheduler):
         return omega
 
     def _accumulate_window(self) -> None:
-        params = optimizer_params(self.optimizer)
-        gather(params, self._plan(), self.window_sum, accumulate=True)
+        self._reader(optimizer_params(self.optimizer), self.window_sum, accumulate=True)
         self.steps_in_window += 1
         if self.steps_in_window < self.window:
             return
@@ -327,17 +328,31 @@ class AutoDrop(FeedbackScheduler):
         self.drop_steps.append(self.last_epoch + 1)
 
     # -- checkpoints ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The decision state (plain values and the fp32 buffers), without the cached views."""
+        reader = self.__dict__.pop("_reader")
+        try:
+            return super().state_dict()
+        finally:
+            self._reader = reader
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state; buffers are copied in place (they stay on the parameters' device)."""
         state = dict(state_dict)
-        buffers = {name: state.pop(name) for name in _BUFFERS[self.rule] if name in state}
+        state.pop("_reader", None)
+        saved_buffers = {name: state.pop(name) for name in {*_BUFFERS[UAI], *_BUFFERS[V1]} if name in state}
+        buffers = {name: saved_buffers[name] for name in _BUFFERS[self.rule] if name in saved_buffers}
         same_layout = (
             state.get("rule") == self.rule
             and state.get("track_stride") == self.track_stride
             and state.get("track_offsets") == self.track_offsets
             and state.get("track_counts") == self.track_counts
         )
+        if not same_layout:  # the subset describes this model's parameters: keep ours
+            for key in ("rule", "track_stride", "track_offsets", "track_counts", "tracked_fraction"):
+                state.pop(key, None)
         super().load_state_dict(state)
+        self._reader = StridedGather(self._plan(), self.sharded)
         sharded_elsewhere = self.sharded and (world_size() > 1 or self.saved_world_size > 1)
         if same_layout and not sharded_elsewhere and len(buffers) == len(_BUFFERS[self.rule]):
             for name, value in buffers.items():

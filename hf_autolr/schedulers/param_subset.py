@@ -132,6 +132,53 @@ def gather(params: list[torch.Tensor], plan: SubsetPlan, out: torch.Tensor, accu
             target.copy_(values)
 
 
+class StridedGather:
+    """:func:`gather` for the per-step hot path: the strided views are built once and reused.
+
+    One ``torch._foreach_add_`` over cached views replaces a Python loop of slicing per tensor
+    (about 30 µs per parameter tensor per step on CPU). The views follow the parameters' storage,
+    so they are rebuilt whenever a parameter's or the buffer's storage moves (``model.to()``,
+    assigning ``p.data``); parameters that are sharded, not contiguous or on another device than
+    the buffer are read through :func:`gather` at every call instead.
+    """
+
+    def __init__(self, plan: SubsetPlan, sharded: bool) -> None:
+        self.plan = plan
+        self.cacheable: bool | None = None if not sharded else False  # None: decided at the first call
+        self._key: tuple[int, ...] | None = None
+        self._sources: list[torch.Tensor] = []
+        self._targets: list[torch.Tensor] = []
+
+    @torch.no_grad()
+    def __call__(self, params: list[torch.Tensor], out: torch.Tensor, accumulate: bool) -> None:
+        if self.cacheable is None:
+            self.cacheable = not looks_sharded(params)
+        if not self.cacheable:
+            gather(params, self.plan, out, accumulate)
+            return
+        key = (out.data_ptr(), *(p.data_ptr() for p in params))
+        if key != self._key:
+            self._build(params, out, key)
+            if not self.cacheable:
+                gather(params, self.plan, out, accumulate)
+                return
+        if not self._targets:
+            return
+        if accumulate:
+            torch._foreach_add_(self._targets, self._sources)
+        else:
+            torch._foreach_copy_(self._targets, self._sources)
+
+    def _build(self, params: list[torch.Tensor], out: torch.Tensor, key: tuple[int, ...]) -> None:
+        if any(not p.is_contiguous() or p.device != out.device for p in params):
+            self.cacheable = False  # reshape would copy, or the values must move: no stable view
+            return
+        views = list(_views(params, self.plan))
+        self._sources = [values for _, _, values in views]
+        self._targets = [out[position : position + count] for position, count, _ in views]
+        self._key = key
+
+
 def global_sums(values: list[float], device: torch.device, sharded: bool) -> list[float]:
     """Sum scalar statistics over ranks when parameters are sharded; identity otherwise."""
     if not (sharded and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
