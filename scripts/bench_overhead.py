@@ -10,10 +10,10 @@ hits both arms alike:
 
 Baseline arm: ``transformers.get_linear_schedule_with_warmup`` stepped every step (what a user
 has without us). Method arm: ``autolr_gp`` at its defaults, fed ``loss.item()`` every step.
-Reported: the paired relative difference of wall time per step (median over pairs), and the time
-spent inside the method's own calls (``observe`` + ``step``) over a whole schedule of
-``--schedule_steps`` steps divided by the measured step time — the direct measure, free of the
-step-time noise that a 1 % difference drowns in.
+Reported: the paired relative difference of time per step (median over pairs; process CPU time
+and wall time), and the *direct* overhead: the extra thread CPU time inside the method's own
+calls (``observe`` + ``step``, minus a linear schedule's ``step``) over a whole schedule, divided
+by the measured step CPU time — free of the step-time noise that a 1 % difference drowns in.
 
     python scripts/bench_overhead.py                 # both workloads, writes results/overhead.json
     python scripts/bench_overhead.py --workload digits-mlp --pairs 7
@@ -84,7 +84,7 @@ def minilm_workload(batch_size: int = 16, seq_len: int = 128):
 
 
 def timed_run(make_model, batches, loss_fn, lr, steps, method, schedule_steps):
-    """Wall seconds per step of ``steps`` optimizer steps with the given scheduler arm."""
+    """(wall, CPU) seconds per step of ``steps`` optimizer steps with the given scheduler arm."""
     torch.manual_seed(0)
     model = make_model()
     model.train()
@@ -93,7 +93,7 @@ def timed_run(make_model, batches, loss_fn, lr, steps, method, schedule_steps):
         scheduler = hf_autolr.build_scheduler("autolr_gp", optimizer, 0, schedule_steps)
     else:
         scheduler = get_linear_schedule_with_warmup(optimizer, 0, schedule_steps)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for step in range(steps):
         loss = loss_fn(model, batches[step % len(batches)])
         loss.backward()
@@ -102,13 +102,15 @@ def timed_run(make_model, batches, loss_fn, lr, steps, method, schedule_steps):
         if method:
             scheduler.observe(loss.item())
         scheduler.step()
-    return (time.perf_counter() - start) / steps
+    return (time.perf_counter() - start) / steps, (time.process_time() - cpu_start) / steps
 
 
 def method_cost_per_step(schedule_steps: int, seed: int = 0) -> dict[str, float]:
-    """Seconds inside ``observe`` + ``step`` per step over a whole schedule on a noisy valley curve.
+    """Thread CPU seconds inside ``observe`` + ``step`` per step over a whole schedule.
 
-    The curve makes the GP test run and switch as in a real run (loss falls, then rises).
+    The loss is a noisy valley in the LR, so the GP tests run and switch as in a real run (loss
+    falls, then rises). Thread CPU time, not wall time: other processes on the machine do not
+    inflate it.
     """
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
@@ -118,12 +120,12 @@ def method_cost_per_step(schedule_steps: int, seed: int = 0) -> dict[str, float]
     for _ in range(schedule_steps):
         lr = optimizer.param_groups[0]["lr"]
         loss = 1.0 + 0.5 * math.log10(max(lr, 1e-12) / 1e-2) ** 2 + 0.1 * float(torch.randn((), generator=generator))
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         scheduler.observe(loss)
         scheduler.step()
-        t1 = time.perf_counter()
+        t1 = time.thread_time()
         baseline.step()
-        t2 = time.perf_counter()
+        t2 = time.thread_time()
         spent += t1 - t0
         base_spent += t2 - t1
     return {
@@ -138,15 +140,19 @@ def method_cost_per_step(schedule_steps: int, seed: int = 0) -> dict[str, float]
 def measure(name: str, pairs: int, steps: int, schedule_steps: int) -> dict:
     make_model, batches, loss_fn, lr = digits_workload() if name == "digits-mlp" else minilm_workload()
     timed_run(make_model, batches, loss_fn, lr, min(steps, 3), False, schedule_steps)  # warm-up
-    ratios, base_times, method_times = [], [], []
+    ratios, cpu_ratios, base_times, base_cpu = [], [], [], []
     for pair in range(pairs):
         order = (False, True) if pair % 2 == 0 else (True, False)
         times = {arm: timed_run(make_model, batches, loss_fn, lr, steps, arm, schedule_steps) for arm in order}
-        base_times.append(times[False])
-        method_times.append(times[True])
-        ratios.append(times[True] / times[False] - 1.0)
-        print(f"  {name} pair {pair + 1}/{pairs}: linear {times[False] * 1e3:.3f} ms, autolr_gp {times[True] * 1e3:.3f} ms")
-    step_time = statistics.median(base_times)
+        base_times.append(times[False][0])
+        base_cpu.append(times[False][1])
+        ratios.append(times[True][0] / times[False][0] - 1.0)
+        cpu_ratios.append(times[True][1] / times[False][1] - 1.0)
+        print(
+            f"  {name} pair {pair + 1}/{pairs}: linear {times[False][0] * 1e3:.3f} ms "
+            f"(cpu {times[False][1] * 1e3:.3f}), autolr_gp {times[True][0] * 1e3:.3f} ms (cpu {times[True][1] * 1e3:.3f})"
+        )
+    step_time = statistics.median(base_cpu)
     direct = method_cost_per_step(schedule_steps)
     extra = direct["method_s_per_step"] - direct["linear_s_per_step"]
     return {
@@ -154,9 +160,12 @@ def measure(name: str, pairs: int, steps: int, schedule_steps: int) -> dict:
         "pairs": pairs,
         "steps_per_run": steps,
         "schedule_steps": schedule_steps,
-        "step_time_ms": step_time * 1e3,
+        "step_time_ms": statistics.median(base_times) * 1e3,
+        "step_cpu_ms": step_time * 1e3,
         "paired_overhead_pct_median": 100 * statistics.median(ratios),
         "paired_overhead_pct_all": [100 * r for r in ratios],
+        "paired_cpu_overhead_pct_median": 100 * statistics.median(cpu_ratios),
+        "paired_cpu_overhead_pct_all": [100 * r for r in cpu_ratios],
         "method_us_per_step": direct["method_s_per_step"] * 1e6,
         "linear_us_per_step": direct["linear_s_per_step"] * 1e6,
         "direct_overhead_pct": 100 * extra / step_time,
@@ -188,12 +197,13 @@ def main() -> None:
     }
     Path(cli.output).parent.mkdir(parents=True, exist_ok=True)
     Path(cli.output).write_text(json.dumps(record, indent=2))
-    print("\n| workload | step time | autolr_gp cost / step (vs linear) | direct overhead | paired overhead (median) |")
+    print("\n| workload | step time, CPU (wall) | autolr_gp / linear scheduler CPU per step | direct overhead | paired overhead, CPU (wall) |")
     print("|---|---|---|---|---|")
     for r in results:
         print(
-            f"| {r['workload']} | {r['step_time_ms']:.2f} ms | {r['method_us_per_step']:.1f} µs ({r['linear_us_per_step']:.1f} µs) "
-            f"| {r['direct_overhead_pct']:.2f} % | {r['paired_overhead_pct_median']:+.1f} % |"
+            f"| {r['workload']} | {r['step_cpu_ms']:.2f} ms ({r['step_time_ms']:.2f} ms) "
+            f"| {r['method_us_per_step']:.1f} µs / {r['linear_us_per_step']:.1f} µs "
+            f"| {r['direct_overhead_pct']:.2f} % | {r['paired_cpu_overhead_pct_median']:+.1f} % ({r['paired_overhead_pct_median']:+.1f} %) |"
         )
     print(f"\nwritten to {cli.output}")
 

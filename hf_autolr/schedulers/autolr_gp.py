@@ -25,8 +25,9 @@ Two departures from the reference, both for fine-tuning and for cost:
 - **Bounded cost.** Each GP conditions on at most ``gp_max_points`` points (random subsets of a
   longer history), hyperparameters come in closed form (``gp_fit="moments"``; ``"mll"`` runs the
   reference's GPyTorch likelihood fit), all draws share one batched factorisation, and two
-  cheap gates run first: a test whose exponential moving average of the loss is still at its
-  running minimum votes "no" without any GP (the minimum cannot be behind us yet), and one GP
+  cheap gates run first: a test whose exponential moving average of the loss is within one
+  noise σ of its running minimum votes "no" without any GP (the minimum cannot be behind us
+  yet), and one GP
   on ``precheck_bins`` bin means of the whole history must already be confident before the
   ``n_draws`` vote runs.
 
@@ -145,6 +146,8 @@ class AutoLRGP(FeedbackScheduler):
         self.last_probability = 0.0
         self.loss_ema = float("nan")
         self.loss_ema_min = float("inf")
+        self.loss_noise_var = 0.0  # EMA of ½(Δloss)²: the per-step noise variance
+        self.last_loss = float("nan")
         self.smoothed_loss = float("nan")
         self.gp_hyper: list[float] = []  # warm start for gp_fit="mll": [mean, outputscale, noise]
         self.switch_step = -1
@@ -189,9 +192,13 @@ class AutoLRGP(FeedbackScheduler):
         self.losses.extend([math.nan] * (step + 1 - len(self.losses)))
         if loss is not None:
             self.losses[step] = loss
-            alpha = 2.0 / (self.test_interval + 1.0)
+            alpha = self._ema_alpha()
             self.loss_ema = loss if math.isnan(self.loss_ema) else (1 - alpha) * self.loss_ema + alpha * loss
             self.loss_ema_min = min(self.loss_ema_min, self.loss_ema)
+            if not math.isnan(self.last_loss):
+                half_sq_diff = 0.5 * (loss - self.last_loss) ** 2
+                self.loss_noise_var = (1 - alpha) * self.loss_noise_var + alpha * half_sq_diff
+            self.last_loss = loss
         next_step = step + 1
         if next_step >= self.warmup_cap:
             self._switch(next_step, self.warmup_factor(next_step), "warmup_cap")
@@ -212,11 +219,20 @@ class AutoLRGP(FeedbackScheduler):
             return False
         self.num_tests += 1
         vote = False
-        if self.loss_ema > self.loss_ema_min:  # else the minimum cannot be behind us yet
+        if self._ema_has_risen():  # else the minimum cannot be behind us yet
             with single_thread():
                 vote = self._gp_vote(steps, losses[steps], num_steps)
         self.votes = (self.votes + [bool(vote)])[-self.patience :]
         return len(self.votes) == self.patience and all(self.votes)
+
+    def _ema_alpha(self) -> float:
+        return 2.0 / (self.test_interval + 1.0)
+
+    def _ema_has_risen(self) -> bool:
+        """Cheap gate: the loss EMA sits more than one EMA-noise σ above its running minimum."""
+        alpha = self._ema_alpha()
+        ema_sigma = math.sqrt(self.loss_noise_var * alpha / (2.0 - alpha))
+        return self.loss_ema - self.loss_ema_min > ema_sigma
 
     def _gp_vote(self, steps: torch.Tensor, losses: torch.Tensor, num_steps: int) -> bool:
         """GP test on ``n_draws`` subsets; sets ``minimum_step`` (mean over draws) and the curve."""
