@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 from transformers import Trainer, TrainerCallback
 
+from hf_autolr.integrations.model_card import wrap_create_model_card
 from hf_autolr.schedulers.base import FeedbackScheduler
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class AutoLRCallback(TrainerCallback):
     def set_trainer(self, trainer: Trainer) -> None:
         """Read losses from ``trainer.training_step`` and add diagnostics to ``trainer.log``."""
         self.trainer = trainer
+        wrap_create_model_card(trainer)  # the card (and push_to_hub) records the schedule
         if isinstance(trainer, AutoLRTrainerMixin) or getattr(trainer, _WRAPPED, False):
             return
         training_step, log = trainer.training_step, trainer.log
