@@ -11,7 +11,8 @@ from hf_autolr import build_scheduler
 from hf_autolr.schedulers.autolr_gp import AutoLRGP
 from hf_autolr.schedulers.gp_smoothing import GPHyperparameters, posterior, posterior_for_last, prob_minimum_behind
 
-HINT = 1e-3  # the optimizer's configured LR; default range is [0.1, 100] x HINT
+HINT = 1e-3  # the optimizer's configured LR
+WIDE = {"max_lr_ratio": 100.0}  # a [0.1, 100] x HINT range, so the valley lies inside it
 BEST_LR = 1e-2  # where the synthetic valley curve has its minimum
 
 
@@ -20,7 +21,7 @@ def drive(curve, steps=1000, seed=0, lr=HINT, **options):
     generator = torch.Generator().manual_seed(seed)
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([param], lr=lr)
-    scheduler = AutoLRGP(optimizer, steps, **options)
+    scheduler = AutoLRGP(optimizer, steps, **{**WIDE, **options})
     lrs = []
     for step in range(steps):
         current = optimizer.param_groups[0]["lr"]
@@ -146,7 +147,7 @@ def test_resume_gives_the_same_lr_sequence(tmp_path, switch_at):
     generator = torch.Generator().manual_seed(5)
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([param], lr=HINT)
-    first = AutoLRGP(optimizer, 1000)
+    first = AutoLRGP(optimizer, 1000, **WIDE)
     lrs = []
     for step in range(switch_at):
         lrs.append(optimizer.param_groups[0]["lr"])
@@ -155,7 +156,7 @@ def test_resume_gives_the_same_lr_sequence(tmp_path, switch_at):
         first.step()
     torch.save(first.state_dict(), tmp_path / "scheduler.pt")
     optimizer2 = torch.optim.SGD([param], lr=HINT)
-    resumed = AutoLRGP(optimizer2, 1000)
+    resumed = AutoLRGP(optimizer2, 1000, **WIDE)
     resumed.load_state_dict(torch.load(tmp_path / "scheduler.pt", weights_only=True))
     for group, lr in zip(optimizer2.param_groups, resumed.get_last_lr()):
         group["lr"] = lr  # the Trainer restores this from optimizer.pt
@@ -222,7 +223,7 @@ def test_prob_minimum_behind_reads_the_right_direction():
     ("options", "fragment"),
     [
         ({"warmup_type": "cubic"}, "'warmup_type'"),
-        ({"decay_type": "step"}, "accepted values: 'cosine', 'linear', 'constant_cosine'"),
+        ({"decay_type": "step"}, "accepted values: 'linear', 'cosine', 'constant_cosine'"),
         ({"max_warmup_fraction": 1.5}, "'max_warmup_fraction'"),
         ({"min_votes": 9}, "'min_votes'"),
         ({"confidence": "high"}, "'confidence' must be a number"),

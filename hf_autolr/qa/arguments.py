@@ -132,9 +132,14 @@ class QATrainingArguments(TrainingArguments):
     num_train_epochs: float = field(default=6.0, metadata={"help": "Training epochs"})
     per_device_train_batch_size: int = field(default=16, metadata={"help": "Training batch size per device"})
     per_device_eval_batch_size: int = field(default=32, metadata={"help": "Evaluation batch size per device"})
-    learning_rate: float = field(default=2e-4, metadata={"help": "Peak learning rate (AdamW)"})
+    learning_rate: float = field(
+        default=5e-5, metadata={"help": "AdamW learning rate; with autolr_gp a hint: the warmup explores [0.1, 10] x it"}
+    )
+    lr_scheduler_type: str = field(
+        default="autolr_gp", metadata={"help": "LR schedule: autolr_gp (automatic warmup peak), or any transformers/hf_autolr name"}
+    )
     warmup_steps: float = field(
-        default=0.1, metadata={"help": "Warmup steps (>= 1) or fraction of the training steps (< 1)"}
+        default=0, metadata={"help": "Warmup steps (>= 1) or fraction (< 1); autolr_gp finds its own warmup (this caps it)"}
     )
     logging_steps: float = field(default=10, metadata={"help": "Log the training loss every N steps"})
     save_strategy: str = field(default="no", metadata={"help": "Checkpoint strategy: no, steps, epoch or best"})

@@ -9,7 +9,7 @@ AutoML@ICML 2021, arXiv 2107.05855. Algorithm as in the authors' code (kakaobrai
    smoothed minimum lies in the past with probability > ``confidence``. A test votes "yes" when
    at least ``min_votes`` of ``n_draws`` draws agree; ``patience`` consecutive yes-votes switch.
 3. **Back-off.** The LR returns to its value at the smoothed minimum (mean over draws).
-4. **Decay** to zero over the remaining steps: ``cosine``, ``linear`` or ``constant_cosine``
+4. **Decay** to zero over the remaining steps: ``linear`` (default), ``cosine`` or ``constant_cosine``
    (constant, then cosine over the last ``cooldown_fraction``). If no switch happens before the
    warmup cap (``max_warmup_fraction·T``, or ``num_warmup_steps`` when given), decay starts
    there from the current LR, without back-off.
@@ -20,8 +20,8 @@ Two departures from the reference, both for fine-tuning and for cost:
   LR range of 1e-5..1, which never fires in a 2-epoch fine-tune. Here the test runs every
   ``test_interval`` steps (default: ``max_warmup / 50``, so any run length gets ~50 chances), and
   the range is relative to the optimizer's configured LR, which becomes a *hint*:
-  ``[min_lr_ratio, max_lr_ratio] × lr`` = ``[0.1, 100] × lr`` by default (3 decades; with HF's
-  default 5e-5 that is 5e-6..5e-3). Param-group LR ratios are kept.
+  ``[min_lr_ratio, max_lr_ratio] × lr`` = ``[0.1, 10] × lr`` by default (two decades; with HF's
+  default 5e-5 that is 5e-6..5e-4, the fine-tuning range). Param-group LR ratios are kept.
 - **Bounded cost.** Each GP conditions on at most ``gp_max_points`` points (random subsets of a
   longer history), hyperparameters come in closed form (``gp_fit="moments"``; ``"mll"`` runs the
   reference's GPyTorch likelihood fit), all draws share one batched factorisation, and two
@@ -70,10 +70,10 @@ class AutoLRGP(FeedbackScheduler):
         *,
         num_warmup_steps: int | None = None,
         min_lr_ratio: float = 0.1,
-        max_lr_ratio: float = 100.0,
+        max_lr_ratio: float = 10.0,
         warmup_type: str = "exp",
         max_warmup_fraction: float = 0.5,
-        decay_type: str = "cosine",
+        decay_type: str = "linear",
         cooldown_fraction: float = 0.2,
         test_interval: int | None = None,
         min_observations: int = 10,
@@ -96,7 +96,7 @@ class AutoLRGP(FeedbackScheduler):
         check_number(m, "max_lr_ratio", max_lr_ratio, low=min_lr_ratio, low_inclusive=False)
         check_choice(m, "warmup_type", warmup_type, ("exp", "linear"))
         check_number(m, "max_warmup_fraction", max_warmup_fraction, low=0, high=1, low_inclusive=False)
-        check_choice(m, "decay_type", decay_type, ("cosine", "linear", "constant_cosine"))
+        check_choice(m, "decay_type", decay_type, ("linear", "cosine", "constant_cosine"))
         check_number(m, "cooldown_fraction", cooldown_fraction, low=0, high=1)
         if test_interval is not None:
             check_number(m, "test_interval", test_interval, low=1, integer=True)
