@@ -92,43 +92,10 @@ def scheduler_options(args: Any) -> dict[str, Any]:
 
 
 def scheduler_decisions(scheduler: FeedbackScheduler, history: dict[str, list[float]] | None = None) -> dict[str, Any]:
-    """What ``scheduler`` decided, in plain values (method-specific; ``{}`` for an unknown one)."""
-    base_lr = float(scheduler.base_lrs[0]) if scheduler.base_lrs else float("nan")
+    """What ``scheduler`` decided (its ``decisions()``), with the peak and final LR of ``history``."""
     lrs = list((history or {}).get("lr") or [])
-    out: dict[str, Any] = {}
-    if lrs:
-        out["peak_lr"] = max(lrs)
-        out["final_lr"] = lrs[-1]
-    name = getattr(scheduler, "name", "")
-    if name == "autolr_gp":
-        switched = scheduler.switch_step >= 0
-        out.update(
-            switched=switched,
-            switch_step=scheduler.switch_step if switched else None,
-            switch_lr=scheduler.switch_factor * base_lr if switched else None,
-            switch_lr_factor=scheduler.switch_factor if switched else None,
-            switch_reason=scheduler.switch_reason or None,
-            tests=scheduler.num_tests,
-        )
-    elif name == "adascale":
-        out.update(
-            gain=scheduler.gain,
-            progress=scheduler.progress,
-            scale=scheduler.scale,
-            scale_invariant_steps=scheduler.num_training_steps,
-            optimizer_steps=max(0, scheduler.last_epoch),
-            finished=bool(scheduler.finished),
-        )
-    elif name == "autodrop":
-        out.update(drops=scheduler.drops, drop_steps=list(scheduler.drop_steps), final_lr_factor=scheduler.lr_factor)
-    elif name == "lrtuner":
-        out.update(
-            rounds=scheduler.rounds,
-            raises=scheduler.raises,
-            lowers=scheduler.lowers,
-            tuned_factor=scheduler.lr_factor,
-            tuned_lr=scheduler.lr_factor * base_lr,
-        )
+    out: dict[str, Any] = {"peak_lr": max(lrs), "final_lr": lrs[-1]} if lrs else {}
+    out.update(scheduler.decisions())
     return _plain(out)
 
 

@@ -183,14 +183,9 @@ def attach_autolr_callback(trainer: Trainer) -> AutoLRCallback:
 class AutoLRTrainerMixin:
     """Trainer mixin: exact per-step loss from ``training_step`` and diagnostics in the logs.
 
-    ``class MyTrainer(AutoLRTrainerMixin, Trainer)``; works with a custom ``compute_loss``.
+    ``class MyTrainer(AutoLRTrainerMixin, Trainer)``; works with a custom ``compute_loss``. The
+    callback itself is attached by the (patched) ``Trainer.create_scheduler``, as for any Trainer.
     """
-
-    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):  # noqa: D102
-        scheduler = super().create_scheduler(num_training_steps, optimizer)  # type: ignore[misc]
-        if isinstance(scheduler, FeedbackScheduler):
-            attach_autolr_callback(self)  # type: ignore[arg-type]
-        return scheduler
 
     def training_step(self, *args: Any, **kwargs: Any) -> torch.Tensor:  # noqa: D102
         loss = super().training_step(*args, **kwargs)  # type: ignore[misc]

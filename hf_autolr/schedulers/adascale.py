@@ -356,6 +356,16 @@ class AdaScale(FeedbackScheduler):
         self.scale = n
 
     # -- reporting and state --------------------------------------------------------------------
+    def decisions(self) -> dict[str, object]:  # noqa: D102 - see FeedbackScheduler
+        return {
+            "gain": self.gain,
+            "progress": self.progress,
+            "scale": self.scale,
+            "scale_invariant_steps": self.num_training_steps,
+            "optimizer_steps": max(0, self.last_epoch),
+            "finished": bool(self.finished),
+        }
+
     def diagnostics(self) -> dict[str, float]:  # noqa: D102 - see FeedbackScheduler
         return {
             "adascale/gain": float(self.gain),

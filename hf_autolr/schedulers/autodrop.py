@@ -376,6 +376,9 @@ class AutoDrop(FeedbackScheduler):
         self.prev_omega = None
 
     # -- reporting ------------------------------------------------------------------------------
+    def decisions(self) -> dict[str, object]:  # noqa: D102 - see FeedbackScheduler
+        return {"drops": self.drops, "drop_steps": list(self.drop_steps), "final_lr_factor": self.lr_factor}
+
     def diagnostics(self) -> dict[str, float]:
         """``autodrop/*``: latest ω and smoothed ω (degrees, once measured), drops, LR factor."""
         out = {

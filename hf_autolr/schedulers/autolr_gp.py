@@ -189,9 +189,10 @@ class AutoLRGP(FeedbackScheduler):
         if self.phase != WARMUP:
             return
         step = self.last_epoch
-        self.losses.extend([math.nan] * (step + 1 - len(self.losses)))
+        while len(self.losses) < step:  # steps that were never observed
+            self.losses.append(math.nan)
         if loss is not None:
-            self.losses[step] = loss
+            self.losses.append(loss)
             alpha = self._ema_alpha()
             self.loss_ema = loss if math.isnan(self.loss_ema) else (1 - alpha) * self.loss_ema + alpha * loss
             self.loss_ema_min = min(self.loss_ema_min, self.loss_ema)
@@ -306,6 +307,17 @@ class AutoLRGP(FeedbackScheduler):
         )
 
     # -- reporting ------------------------------------------------------------------------------
+    def decisions(self) -> dict[str, object]:  # noqa: D102 - see FeedbackScheduler
+        switched = self.switch_step >= 0
+        return {
+            "switched": switched,
+            "switch_step": self.switch_step if switched else None,
+            "switch_lr": self.switch_factor * self._hint_lr() if switched else None,
+            "switch_lr_factor": self.switch_factor if switched else None,
+            "switch_reason": self.switch_reason or None,
+            "tests": self.num_tests,
+        }
+
     def diagnostics(self) -> dict[str, float]:
         """``autolr/*`` scalars: phase (0 warmup, 1 decay), LR factor, smoothed loss, switch."""
         return {

@@ -85,6 +85,14 @@ class FeedbackScheduler(LRScheduler):
         """Scalars worth logging, keyed ``"<method>/<quantity>"``."""
         return {}
 
+    def decisions(self) -> dict[str, Any]:
+        """What the method decided so far, in plain values (recorded in model cards)."""
+        return {}
+
+    def _hint_lr(self) -> float:
+        """The first param group's configured LR: the scale of the LR factors."""
+        return float(self.base_lrs[0]) if self.base_lrs else float("nan")
+
     # -- hooks the integrations call; no-ops unless a method needs them -------------------------
     def attach(self, model: torch.nn.Module | None = None, *, grad_scaler: Any = None) -> FeedbackScheduler:
         """Called once the model is known (before the first backward), e.g. to add gradient hooks."""

@@ -328,6 +328,15 @@ class LRTuner(FeedbackScheduler):
                     group[key] = _clone(value)
 
     # -- reporting ------------------------------------------------------------------------------
+    def decisions(self) -> dict[str, object]:  # noqa: D102 - see FeedbackScheduler
+        return {
+            "rounds": self.rounds,
+            "raises": self.raises,
+            "lowers": self.lowers,
+            "tuned_factor": self.lr_factor,
+            "tuned_lr": self.lr_factor * self._hint_lr(),
+        }
+
     def diagnostics(self) -> dict[str, float]:
         """``lrtuner/*``: LR factor, phase (0 warmup, 1 explore, 2 exploit), probing, decisions."""
         return {
