@@ -139,6 +139,7 @@ class AutoLRGP(FeedbackScheduler):
         self.seed = seed
         # Decision state: plain values and tensors only.
         self.losses: list[float] = []  # per warmup step; NaN where none was observed
+        self.num_finite = 0  # finite entries of ``losses``
         self.phase = WARMUP
         self.votes: list[bool] = []
         self.num_tests = 0
@@ -193,6 +194,7 @@ class AutoLRGP(FeedbackScheduler):
             self.losses.append(math.nan)
         if loss is not None:
             self.losses.append(loss)
+            self.num_finite += 1
             alpha = self._ema_alpha()
             self.loss_ema = loss if math.isnan(self.loss_ema) else (1 - alpha) * self.loss_ema + alpha * loss
             self.loss_ema_min = min(self.loss_ema_min, self.loss_ema)
@@ -214,13 +216,13 @@ class AutoLRGP(FeedbackScheduler):
 
     def _minimum_is_behind(self, num_steps: int) -> bool:
         """One test: vote, keep the last ``patience`` votes, True when all of them are yes."""
-        losses = torch.tensor(self.losses[:num_steps], dtype=torch.float64)
-        steps = torch.nonzero(~torch.isnan(losses)).squeeze(1)
-        if steps.numel() < self.min_observations:
+        if self.num_finite < self.min_observations:
             return False
         self.num_tests += 1
         vote = False
-        if self._ema_has_risen():  # else the minimum cannot be behind us yet
+        if self._ema_has_risen():  # else the minimum cannot be behind us yet: no tensors, no GP
+            losses = torch.tensor(self.losses[:num_steps], dtype=torch.float64)
+            steps = torch.nonzero(~torch.isnan(losses)).squeeze(1)
             with single_thread():
                 vote = self._gp_vote(steps, losses[steps], num_steps)
         self.votes = (self.votes + [bool(vote)])[-self.patience :]
