@@ -11,7 +11,7 @@ if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]
   exit 0
 fi
 [ -x .venv/bin/python ] || "$python" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
-.venv/bin/python -m pip install -q -e ".[demo,test,bench]"
+.venv/bin/python -m pip install -qq --upgrade pip
+.venv/bin/python -m pip install -qq "${TORCH_SPEC:-torch==2.13.0}"
+.venv/bin/python -m pip install -qq -e ".[demo,test,bench]"
 echo "$want" > "$stamp"

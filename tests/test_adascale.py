@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -11,6 +11,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+
+from gloo_workers import run_workers
 
 from hf_autolr.registry import build_scheduler
 from hf_autolr.schedulers.adascale import AdaScale, optimizer_family, resolve_rule
@@ -481,9 +483,9 @@ def _batch(step: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(3, 4, generator=g), torch.randn(3, 2, generator=g) + 1.0
 
 
-def _ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
+def _ddp_worker(rank: int, out_dir: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=timedelta(seconds=60))
     try:
         assert dist.get_world_size() == 2
         torch.manual_seed(0)
@@ -507,10 +509,7 @@ def _ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
 
 
 def test_two_processes_with_accumulation_use_all_four_samples(tmp_path):
-    init_file = tempfile.mktemp(dir=tmp_path)
-    torch.multiprocessing.start_processes(
-        _ddp_worker, args=(init_file, str(tmp_path)), nprocs=WORLD, start_method="fork"
-    )
+    run_workers(_ddp_worker, args=(str(tmp_path),), nprocs=WORLD)
     rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert rank0 == rank1  # identical gain and LR on both ranks, every step

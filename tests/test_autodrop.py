@@ -6,6 +6,7 @@ import io
 import math
 import os
 import socket
+from datetime import timedelta
 
 import pytest
 import torch
@@ -322,7 +323,7 @@ def _sharded_worker(rank, port, queue):
     import torch.distributed as dist
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=timedelta(seconds=60))
     torch.set_num_threads(1)
     full = [(0.0, 0.0, 0.0, 0.0), (1.0, 0.0, 2.0, 0.0), (2.0, 1.0, 3.0, 5.0)]
     x = nn.Parameter(torch.zeros(2))
@@ -346,7 +347,7 @@ def test_sharded_parameters_all_reduce_to_the_global_angle():
         port = s.getsockname()[1]
     ctx = mp.get_context("fork")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_sharded_worker, args=(r, port, queue)) for r in range(2)]
+    procs = [ctx.Process(target=_sharded_worker, args=(r, port, queue), daemon=True) for r in range(2)]
     for p in procs:
         p.start()
     results = dict(queue.get(timeout=60) for _ in procs)
