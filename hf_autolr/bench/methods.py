@@ -1,0 +1,189 @@
+"""What the benchmark compares: an optimizer plus how its LR is driven, built for one run.
+
+- Baselines: AdamW with 5% linear warmup then ``cosine`` or ``linear`` decay to 0 (HF's own
+  ``get_scheduler``), peak LR chosen on the workload's grid; ``constant``: AdamW at the hint.
+- Ours, at their defaults, the LR hint = the transformers default ``learning_rate`` 5e-5:
+  ``autolr_gp``, ``adascale``, ``lrtuner``, ``autodrop`` (AdamW + the method), and ``clars`` (our
+  optimizer with HF's default linear decay, no warmup). CLARS's LR is LARS-scale (relative change
+  ≈ lr × trust coefficient per step), so its "hint" is 1.0, not 5e-5.
+- Peers at their documented defaults: Schedule-Free AdamW (lr 0.0025, 5% warmup, evaluated at x,
+  BatchNorm recalibrated), Prodigy (lr 1, ``safeguard_warmup``, cosine), D-Adaptation Adam (lr 1,
+  decoupled wd, cosine), and HF's ``reduce_lr_on_plateau``, ``greedy`` (both stepped with the
+  validation loss at every evaluation) and ``warmup_stable_decay`` (5% warmup, 20% decay) on
+  AdamW at the hint.
+
+Every AdamW here has betas (0.9, 0.999) and weight decay 0.01 (spec §4.2); peers that take weight
+decay get the same 0.01.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+HF_DEFAULT_LR = 5e-5  # transformers.TrainingArguments.learning_rate
+WEIGHT_DECAY = 0.01
+WARMUP_FRACTION = 0.05
+
+
+@dataclass
+class Setup:
+    """One run's optimizer and LR driver, and how the loop must talk to them."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: Any = None
+    observe: bool = False  # feed scheduler.observe(loss) before scheduler.step()
+    micro_batches: int | None = None  # split each batch into micro-batches of this many items
+    on_eval: Callable[[float], None] | None = None  # stepped with the validation loss
+    eval_weights: bool = False  # Schedule-Free: optimizer.eval()/train() around evaluation
+    cleanup: Callable[[], None] = lambda: None
+    extra: dict = field(default_factory=dict)
+
+    def finished(self) -> bool:
+        return bool(getattr(self.scheduler, "finished", False))
+
+    def effective_lr(self) -> float:
+        group = self.optimizer.param_groups[0]
+        return float(group["lr"]) * float(group.get("d", 1.0))  # Prodigy/D-Adapt: d × lr
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    label: str
+    kind: str  # "baseline" | "ours" | "peer"
+    build: Callable[..., Setup]
+    default_lr: float | None = HF_DEFAULT_LR  # None: the LR comes from the grid (baselines)
+    takes_hint: bool = True  # report the sensitivity to the LR hint (ours)
+
+
+def _groups(model: nn.Module, weight_decay: float = WEIGHT_DECAY) -> list[dict]:
+    """Weight decay on matrices and convolutions only (HF Trainer's convention)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+
+
+def adamw(model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(_groups(model), lr=lr, betas=(0.9, 0.999), eps=1e-8)
+
+
+def _warmup(steps: int) -> int:
+    return max(1, round(WARMUP_FRACTION * steps))
+
+
+def _hf_schedule(name: str, **kwargs: Any) -> Callable[..., Setup]:
+    def build(model: nn.Module, lr: float, steps: int, workload: Any) -> Setup:
+        from transformers import get_scheduler  # noqa: PLC0415
+
+        optimizer = adamw(model, lr)
+        scheduler = get_scheduler(name, optimizer, num_warmup_steps=_warmup(steps), num_training_steps=steps, **kwargs)
+        return Setup(optimizer, scheduler)
+
+    return build
+
+
+def _hf_on_eval(name: str) -> Callable[..., Setup]:
+    """``reduce_lr_on_plateau`` / ``greedy``: stepped with the validation loss, as the Trainer does
+    after each evaluation; HF defaults otherwise."""
+
+    def build(model: nn.Module, lr: float, steps: int, workload: Any) -> Setup:
+        from transformers import get_scheduler  # noqa: PLC0415
+
+        optimizer = adamw(model, lr)
+        scheduler = get_scheduler(name, optimizer)
+        return Setup(optimizer, None, on_eval=scheduler.step, extra={"scheduler": scheduler})
+
+    return build
+
+
+def _ours(name: str) -> Callable[..., Setup]:
+    def build(model: nn.Module, lr: float, steps: int, workload: Any) -> Setup:
+        from hf_autolr.registry import build_scheduler  # noqa: PLC0415
+
+        optimizer = adamw(model, lr)
+        scheduler = build_scheduler(name, optimizer, num_training_steps=steps)
+        scheduler.attach(model)
+        setup = Setup(optimizer, scheduler, observe=scheduler.needs_loss, cleanup=getattr(scheduler, "detach", lambda: None))
+        if name == "adascale":  # gradient samples: the batch's micro-batches (S = batch / micro_batch)
+            setup.micro_batches = workload.micro_batch
+        return setup
+
+    return build
+
+
+def _clars(model: nn.Module, lr: float, steps: int, workload: Any) -> Setup:
+    from transformers import get_scheduler  # noqa: PLC0415
+
+    from hf_autolr.optim import CLARS  # noqa: PLC0415
+
+    optimizer = CLARS(_groups(model), lr=lr, momentum=0.9, trust_coefficient=1e-3)
+    optimizer.attach(model)
+    scheduler = get_scheduler("linear", optimizer, num_warmup_steps=0, num_training_steps=steps)
+    return Setup(optimizer, scheduler, cleanup=optimizer.detach)
+
+
+def _schedule_free(model: nn.Module, lr: float, steps: int, workload: Any) -> Setup:
+    import schedulefree  # noqa: PLC0415
+
+    optimizer = schedulefree.AdamWScheduleFree(_groups(model), lr=lr, warmup_steps=_warmup(steps))
+    optimizer.train()
+    return Setup(optimizer, None, eval_weights=True)
+
+
+def _lr_free(cls_path: str, **options: Any) -> Callable[..., Setup]:
+    def build(model: nn.Module, lr: float, steps: int, workload: Any) -> Setup:
+        import importlib  # noqa: PLC0415
+
+        from transformers import get_scheduler  # noqa: PLC0415
+
+        module, _, name = cls_path.partition(":")
+        optimizer = getattr(importlib.import_module(module), name)(_groups(model), lr=lr, **options)
+        scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=0, num_training_steps=steps)
+        return Setup(optimizer, scheduler)
+
+    return build
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("tuned_cosine", "AdamW, warmup+cosine, LR tuned on grid", "baseline", _hf_schedule("cosine"), None, False),
+        Method("tuned_linear", "AdamW, warmup+linear, LR tuned on grid", "baseline", _hf_schedule("linear"), None, False),
+        Method("constant", "AdamW, constant LR 5e-5 (untuned HF default LR)", "baseline", _hf_schedule("constant"), HF_DEFAULT_LR, False),
+        Method("autolr_gp", "hf_autolr autolr_gp", "ours", _ours("autolr_gp")),
+        Method("adascale", "hf_autolr adascale", "ours", _ours("adascale")),
+        Method("lrtuner", "hf_autolr lrtuner", "ours", _ours("lrtuner")),
+        Method("autodrop", "hf_autolr autodrop", "ours", _ours("autodrop")),
+        Method("clars", "hf_autolr CLARS (+linear decay)", "ours", _clars, 1.0),
+        Method("schedule_free_adamw", "Schedule-Free AdamW (lr 0.0025)", "peer", _schedule_free, 0.0025, False),
+        Method("prodigy", "Prodigy (lr 1, cosine)", "peer", _lr_free("prodigyopt:Prodigy", safeguard_warmup=True), 1.0, False),
+        Method("dadapt_adam", "D-Adaptation Adam (lr 1, cosine)", "peer", _lr_free("dadaptation:DAdaptAdam", decouple=True), 1.0, False),
+        Method("hf_reduce_lr_on_plateau", "HF reduce_lr_on_plateau (AdamW 5e-5)", "peer", _hf_on_eval("reduce_lr_on_plateau"), takes_hint=False),
+        Method("hf_greedy", "HF greedy (AdamW 5e-5)", "peer", _hf_on_eval("greedy"), takes_hint=False),
+        Method(
+            "hf_warmup_stable_decay", "HF warmup_stable_decay (AdamW 5e-5)", "peer",
+            lambda model, lr, steps, workload: _wsd(model, lr, steps), takes_hint=False,
+        ),
+    )
+}
+
+
+def _wsd(model: nn.Module, lr: float, steps: int) -> Setup:
+    from transformers import get_scheduler  # noqa: PLC0415
+
+    optimizer = adamw(model, lr)
+    scheduler = get_scheduler(
+        "warmup_stable_decay", optimizer, num_warmup_steps=_warmup(steps), num_training_steps=steps,
+        scheduler_specific_kwargs={"num_decay_steps": round(0.2 * steps)},
+    )
+    return Setup(optimizer, scheduler)
+
+
+BASELINES = [name for name, m in METHODS.items() if m.default_lr is None]

@@ -1,0 +1,168 @@
+"""One benchmark run (a plain PyTorch loop; the methods speak the same protocol as in the Trainer),
+and the paired overhead measurement.
+
+The loop per step: split the batch into micro-batches when the method wants gradient samples
+(AdaScale), backward each (loss / count), ``before_optimizer_step()``, ``optimizer.step()``,
+``observe(loss)`` then ``scheduler.step()``. Every ``eval_every`` steps (and at the end) it
+records the validation loss; methods driven by evaluations (plateau, greedy) are stepped with it.
+Timing counts only training steps, in process CPU time (one thread per run).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from typing import Any
+
+import torch
+
+from hf_autolr.bench.methods import METHODS, Method, Setup
+from hf_autolr.bench.workloads import Task, Workload
+
+MAX_TRACE = 200  # points kept of the LR and training-loss curves
+
+
+def _state_bytes(obj: Any) -> int:
+    """Bytes of the tensors in an optimizer's or scheduler's state (what a method adds)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_state_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_state_bytes(v) for v in obj)
+    return 0
+
+
+def method_state_bytes(setup: Setup) -> int:
+    total = _state_bytes(setup.optimizer.state_dict().get("state", {}))
+    if setup.scheduler is not None and hasattr(setup.scheduler, "state_dict"):
+        total += _state_bytes(setup.scheduler.state_dict())
+    return total
+
+
+def _thin(points: list, limit: int = MAX_TRACE) -> list:
+    if len(points) <= limit:
+        return points
+    stride = math.ceil(len(points) / limit)
+    return points[::stride] + ([points[-1]] if (len(points) - 1) % stride else [])
+
+
+def train_step(task: Task, model: torch.nn.Module, setup: Setup, batch: Any) -> float:
+    """One optimizer step; returns the step's training loss (mean over its micro-batches)."""
+    parts = task.split(batch, setup.micro_batches) if setup.micro_batches else [batch]
+    total = 0.0
+    for part in parts:
+        loss = task.loss(model, part) / len(parts)
+        loss.backward()
+        total += float(loss.detach())
+    if setup.scheduler is not None and hasattr(setup.scheduler, "before_optimizer_step"):
+        setup.scheduler.before_optimizer_step()
+    setup.optimizer.step()
+    setup.optimizer.zero_grad(set_to_none=True)
+    if setup.scheduler is not None:
+        if setup.observe:
+            setup.scheduler.observe(total)
+        setup.scheduler.step()
+    return total
+
+
+def _evaluate(task: Task, model: torch.nn.Module, setup: Setup, final: bool) -> tuple[float, float | None]:
+    if setup.eval_weights:  # Schedule-Free: evaluate at x, with BatchNorm statistics recomputed there
+        setup.optimizer.eval()
+        task.recalibrate(model)
+    try:
+        loss = task.val_loss(model)
+        metric = task.metric(model) if final else None
+    finally:
+        if setup.eval_weights:
+            setup.optimizer.train()
+    return loss, metric
+
+
+def run_one(workload: Workload, task: Task, method: Method, lr: float, seed: int) -> dict[str, Any]:
+    """Train ``method`` at ``lr`` (its peak LR, or its hint) for ``workload.steps`` steps."""
+    model = task.model(seed)
+    model.train()
+    setup = method.build(model, lr, workload.steps, workload)
+    batches = task.batches(seed)
+    lrs, losses, evals = [], [], []
+    cpu = wall = 0.0
+    diverged = False
+    step = 0
+    try:
+        while step < workload.steps and not setup.finished():
+            lrs.append((step, setup.effective_lr()))
+            c0, w0 = time.process_time(), time.perf_counter()
+            loss = train_step(task, model, setup, next(batches))
+            cpu += time.process_time() - c0
+            wall += time.perf_counter() - w0
+            losses.append((step, loss if math.isfinite(loss) else None))
+            step += 1
+            if step % workload.eval_every == 0 and step < workload.steps and not setup.finished():
+                val, _ = _evaluate(task, model, setup, final=False)
+                evals.append((step, val if math.isfinite(val) else None, cpu))
+                if not math.isfinite(val):
+                    diverged = True
+                    break
+                if setup.on_eval is not None:
+                    setup.on_eval(val)
+        state_bytes = method_state_bytes(setup)
+        val, metric = (math.inf, 0.0) if diverged else _evaluate(task, model, setup, final=True)
+        if not math.isfinite(val):
+            diverged = True
+        evals.append((step, val if math.isfinite(val) else None, cpu))
+        diagnostics = setup.scheduler.diagnostics() if hasattr(setup.scheduler, "diagnostics") else {}
+    finally:
+        setup.cleanup()
+    return {
+        "workload": workload.name, "method": method.name, "lr": lr, "seed": seed, "steps": step,
+        "val_loss": val if math.isfinite(val) else None, "metric": metric, "diverged": diverged,
+        "evals": evals, "lr_trace": _thin(lrs), "loss_trace": _thin(losses),
+        "train_cpu_s": cpu, "train_wall_s": wall, "ms_per_step": 1000 * cpu / max(step, 1),
+        "state_bytes": state_bytes,
+        "diagnostics": {k: float(v) for k, v in diagnostics.items() if isinstance(v, (int, float))},
+    }
+
+
+def measure_overhead(workload: Workload, task: Task, method: Method, lr: float, *, blocks: int = 6, block_steps: int = 10,
+                     seed: int = 0) -> dict[str, Any]:
+    """Per-step CPU time and state bytes of ``method`` against AdamW at a constant LR, paired in
+    this process: the two alternate (which goes first too) in ``blocks`` blocks of ``block_steps``
+    steps on the same batches, after one warm-up block; the overhead is the median of the per-block
+    time ratios minus 1. ``constant`` against itself measures the noise of this measurement."""
+    reference = METHODS["constant"]
+    name = method.name
+    if method.name == reference.name:
+        method = Method(f"{reference.name}_self", reference.label, reference.kind, reference.build, reference.default_lr)
+    arms = []
+    for m in (method, reference):
+        model = task.model(seed)
+        model.train()
+        arms.append((m, model, m.build(model, lr if m is method else 1e-3, 10 * blocks * block_steps, workload)))
+    batches = task.batches(seed)
+    ratios, times = [], {method.name: 0.0, reference.name: 0.0}
+    try:
+        for index in range(blocks + 1):  # block 0 warms both up and is not counted
+            block = [next(batches) for _ in range(block_steps)]
+            spent = {}
+            for m, model, setup in (arms if index % 2 else arms[::-1]):  # alternate which goes first
+                start = time.process_time()
+                for batch in block:
+                    train_step(task, model, setup, batch)
+                spent[m.name] = time.process_time() - start
+            if index:
+                for name, value in spent.items():
+                    times[name] += value
+                ratios.append(spent[method.name] / max(spent[reference.name], 1e-9))
+        memory = [method_state_bytes(setup) for _, _, setup in arms]
+    finally:
+        for _, _, setup in arms:
+            setup.cleanup()
+    steps = blocks * block_steps
+    return {
+        "workload": workload.name, "method": name, "overhead": statistics.median(ratios) - 1.0,
+        "ms_per_step": 1000 * times[method.name] / steps, "reference_ms_per_step": 1000 * times[reference.name] / steps,
+        "state_bytes": memory[0], "reference_state_bytes": memory[1],
+        "extra_state_bytes": memory[0] - memory[1],
+    }

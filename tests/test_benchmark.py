@@ -1,0 +1,96 @@
+"""The benchmark pipeline (issue #7): the --quick tier end to end, resumability, and the report's
+definitions on hand-made runs. The numbers of the quick tier are not checked, only the plumbing."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from hf_autolr.bench.cli import main, parse_args
+from hf_autolr.bench.methods import BASELINES, METHODS
+from hf_autolr.bench.report import _time_to_target, select_grid, summarise
+from hf_autolr.bench.workloads import DEFAULT_SQUAD, QUICK_WORKLOADS
+
+
+def _run(phase, method, lr, seed, val_loss, metric, evals=None, workload="w", cpu=1.0):
+    return {"phase": phase, "workload": workload, "method": method, "lr": lr, "seed": seed, "val_loss": val_loss,
+            "metric": metric, "diverged": val_loss is None, "evals": evals or [(10, val_loss, cpu)], "train_cpu_s": cpu,
+            "ms_per_step": 1.0, "steps": 10, "multiplier": 1.0, "lr_trace": [], "loss_trace": []}
+
+
+def test_grid_selection_uses_mean_validation_loss_and_counts_divergence_as_worst():
+    runs = [
+        _run("grid", "tuned_cosine", 1e-3, 100, 0.50, 90), _run("grid", "tuned_cosine", 1e-3, 101, 0.30, 91),  # mean 0.40
+        _run("grid", "tuned_cosine", 1e-2, 100, 0.20, 95), _run("grid", "tuned_cosine", 1e-2, 101, None, 0),  # diverged once
+        _run("grid", "tuned_cosine", 1e-4, 100, 0.45, 80), _run("grid", "tuned_cosine", 1e-4, 101, 0.44, 80),
+    ]
+    assert select_grid(runs, "w", "tuned_cosine") == 1e-3
+    assert select_grid(runs, "w", "tuned_linear") is None
+
+
+def test_ratio_target_time_to_target_and_compute():
+    runs = [_run("grid", "tuned_linear", 1e-3, 100, 0.4, 90, cpu=5.0), _run("grid", "tuned_linear", 1e-2, 100, 0.5, 88, cpu=7.0)]
+    runs += [_run("eval", "tuned_linear", 1e-3, s, 0.4 + 0.01 * s, 90 + s, evals=[(5, 0.6, 1.0), (10, 0.4 + 0.01 * s, 2.0)]) for s in range(3)]
+    runs += [_run("eval", "tuned_cosine", 1e-3, s, 0.5, 80) for s in range(3)]
+    runs += [_run("eval", "autolr_gp", 5e-5, s, 0.35, 89.1, evals=[(5, 0.41, 1.5), (10, 0.35, 3.0)]) for s in range(3)]
+    runs += [_run("eval", "constant", 5e-5, s, 0.9, 50, evals=[(5, 1.0, 1.0), (10, 0.9, 2.0)]) for s in range(3)]
+    runs.append(dict(_run("hint", "autolr_gp", 5e-4, 0, 0.3, 45.5), multiplier=10.0))
+    summary = summarise({"runs": {str(i): r for i, r in enumerate(runs)}})["w"]
+    assert summary["tuned"] == "tuned_linear"  # the better baseline on the evaluation seeds
+    assert summary["target_val_loss"] == pytest.approx(0.41)  # median final loss of tuned
+    rows = summary["rows"]
+    assert rows["tuned_linear"]["ratio"] == pytest.approx(1.0)
+    assert rows["autolr_gp"]["ratio"] == pytest.approx(89.1 / 91)
+    assert rows["autolr_gp"]["ttt_steps"] == 5 and rows["autolr_gp"]["compute_to_target_s"] == pytest.approx(1.5)
+    assert rows["constant"]["ttt_steps"] == math.inf
+    assert rows["tuned_linear"]["compute_to_target_s"] == pytest.approx(12.0 + 2.0)  # whole grid + its own time
+    assert summary["hint_ratios"]["autolr_gp"] == {10.0: pytest.approx(0.5), 1.0: pytest.approx(89.1 / 91)}
+    assert _time_to_target({"evals": [(1, None, 0.1), (2, 0.2, 0.3)]}, 0.25) == (2.0, 0.3)
+
+
+def test_unknown_names_are_rejected_with_the_accepted_values(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--methods", "autolr_gp,sgd_magic"])
+    err = capsys.readouterr().err
+    assert "--methods: unknown sgd_magic" in err and "schedule_free_adamw" in err
+
+
+def test_quick_tier_end_to_end_and_resume(tmp_path):
+    workloads = ["digits_mlp", "digits_cnn_full"] + (["squad_minilm"] if DEFAULT_SQUAD.exists() else [])
+    argv = ["--quick", "--out", str(tmp_path), "--no-progress", "--workloads", ",".join(workloads)]
+    main(argv)
+    results = json.loads((tmp_path / "results.json").read_text())
+    runs = results["runs"].values()
+    for w in workloads:
+        done = {(r["method"], r["phase"]) for r in runs if r["workload"] == w}
+        for m, method in METHODS.items():
+            assert (m, "eval") in done, (w, m)
+            assert (m, "grid" if m in BASELINES else "hint") in done or not (m in BASELINES or method.takes_hint)
+        assert {o["method"] for o in results["overhead"].values() if o["workload"] == w} == set(METHODS) - set(BASELINES)
+    assert all(r["steps"] > 0 and len(r["evals"]) >= 1 and r["lr_trace"] for r in runs)
+    table = (tmp_path / "table.md").read_text()
+    assert all(w in table.splitlines()[1] for w in workloads)
+    assert all(f"| {m} |" in table for m in METHODS)
+    for png in ("ratio_to_tuned.png", "curves.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    for w in workloads:
+        assert summary[w]["rows"][summary[w]["tuned"]]["ratio"] == pytest.approx(1.0)
+
+    # resumable: a second invocation runs nothing again (every record is kept as it was)
+    main(argv + ["--no-overhead"])
+    again = json.loads((tmp_path / "results.json").read_text())
+    assert again["runs"] == results["runs"] and again["overhead"] == results["overhead"]
+
+
+
+@pytest.mark.slow
+def test_full_benchmark(tmp_path):
+    """The full tier (about an hour on 2 cores): opt-in with ``pytest -m slow``."""
+    main(["--out", str(tmp_path), "--no-progress"])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary) == {"digits_mlp", "digits_cnn_b32", "digits_cnn_b256", "digits_cnn_full", "squad_minilm"}
+    for w in summary.values():
+        assert all(row["seeds"] >= 3 for row in w["rows"].values())
