@@ -152,8 +152,8 @@ def measure_overhead(workload: Workload, task: Task, method: Method, lr: float, 
                     train_step(task, model, setup, batch)
                 spent[m.name] = time.process_time() - start
             if index:
-                for name, value in spent.items():
-                    times[name] += value
+                for arm, value in spent.items():
+                    times[arm] += value
                 ratios.append(spent[method.name] / max(spent[reference.name], 1e-9))
         memory = [method_state_bytes(setup) for _, _, setup in arms]
     finally:
