@@ -50,6 +50,7 @@ import torch  # noqa: E402
 from transformers import get_linear_schedule_with_warmup  # noqa: E402
 
 import hf_autolr  # noqa: E402
+from hf_autolr.bench.runner import tensor_bytes  # noqa: E402
 from hf_autolr.schedulers.param_subset import optimizer_params  # noqa: E402
 
 ARMS = ("linear", "autodrop", "lrtuner")
@@ -61,16 +62,6 @@ from bench_overhead import digits_workload, minilm_workload  # noqa: E402
 
 
 # -- measuring --------------------------------------------------------------------------------------
-def tensor_bytes(value) -> int:
-    if isinstance(value, torch.Tensor):
-        return value.numel() * value.element_size()
-    if isinstance(value, dict):
-        return sum(tensor_bytes(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return sum(tensor_bytes(v) for v in value)
-    return 0
-
-
 class Clock:
     """Wall and process-CPU seconds accumulated over ``with clock:`` blocks."""
 

@@ -6,7 +6,15 @@
 See ``python scripts/benchmark.py --help`` and the README's "Benchmark" section.
 """
 
+import sys
+from pathlib import Path
+
 from hf_autolr.bench.cli import main
 
+SQUAD_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad" / "squad_v2_dev_sample.json"
+
 if __name__ == "__main__":
-    main()
+    argv = sys.argv[1:]
+    if "--squad-file" not in argv and SQUAD_SAMPLE.exists():  # the repository's ../shared, beside the clone
+        argv += ["--squad-file", str(SQUAD_SAMPLE)]
+    main(argv)

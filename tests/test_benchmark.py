@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
 from hf_autolr.bench.cli import main, parse_args
 from hf_autolr.bench.methods import BASELINES, METHODS
 from hf_autolr.bench.report import _time_to_target, select_grid, summarise
-from hf_autolr.bench.workloads import DEFAULT_SQUAD, QUICK_WORKLOADS
+
+SQUAD_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad" / "squad_v2_dev_sample.json"
 
 
 def _run(phase, method, lr, seed, val_loss, metric, evals=None, workload="w", cpu=1.0):
@@ -57,9 +59,14 @@ def test_unknown_names_are_rejected_with_the_accepted_values(capsys):
     assert "--methods: unknown sgd_magic" in err and "schedule_free_adamw" in err
 
 
+def test_the_qa_workload_needs_a_squad_file(tmp_path):
+    with pytest.raises(SystemExit, match="--squad-file"):
+        main(["--quick", "--workloads", "squad_minilm", "--out", str(tmp_path), "--no-progress"])
+
+
 def test_quick_tier_end_to_end_and_resume(tmp_path):
-    workloads = ["digits_mlp", "digits_cnn_full"] + (["squad_minilm"] if DEFAULT_SQUAD.exists() else [])
-    argv = ["--quick", "--out", str(tmp_path), "--no-progress", "--workloads", ",".join(workloads)]
+    workloads = ["digits_mlp", "digits_cnn_full"] + (["squad_minilm"] if SQUAD_SAMPLE.exists() else [])
+    argv = ["--quick", "--out", str(tmp_path), "--no-progress", "--workloads", ",".join(workloads), "--squad-file", str(SQUAD_SAMPLE)]
     main(argv)
     results = json.loads((tmp_path / "results.json").read_text())
     runs = results["runs"].values()
@@ -89,7 +96,7 @@ def test_quick_tier_end_to_end_and_resume(tmp_path):
 @pytest.mark.slow
 def test_full_benchmark(tmp_path):
     """The full tier (about an hour on 2 cores): opt-in with ``pytest -m slow``."""
-    main(["--out", str(tmp_path), "--no-progress"])
+    main(["--out", str(tmp_path), "--no-progress", "--squad-file", str(SQUAD_SAMPLE)])
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert set(summary) == {"digits_mlp", "digits_cnn_b32", "digits_cnn_b256", "digits_cnn_full", "squad_minilm"}
     for w in summary.values():

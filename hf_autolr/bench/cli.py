@@ -23,7 +23,7 @@ from typing import Any
 
 from hf_autolr.bench.methods import BASELINES, METHODS
 from hf_autolr.bench.report import markdown, plots, select_grid, summarise
-from hf_autolr.bench.workloads import QUICK_WORKLOADS, WORKLOADS
+from hf_autolr.bench.workloads import QUICK_WORKLOADS, WORKLOADS, Workload
 
 HINT_MULTIPLIERS = (0.1, 10.0, 100.0)
 FULL = {"tuning_seeds": (100, 101), "eval_seeds": (0, 1, 2), "hints": HINT_MULTIPLIERS, "grid": None}
@@ -49,12 +49,10 @@ def _init_worker(threads: int) -> None:
     datasets.disable_progress_bars()
 
 
-def _execute(job: dict[str, Any], quick: bool) -> dict[str, Any]:
+def _execute(job: dict[str, Any], workload: Workload) -> dict[str, Any]:
     """Run one job in this (worker) process; tasks are loaded once per process."""
     from hf_autolr.bench.runner import run_one  # noqa: PLC0415
 
-    workloads = QUICK_WORKLOADS if quick else WORKLOADS
-    workload = workloads[job["workload"]]
     if workload.name not in _WORKER_STATE:
         _WORKER_STATE[workload.name] = workload.load()
     record = run_one(workload, _WORKER_STATE[workload.name], METHODS[job["method"]], job["lr"], job["seed"])
@@ -64,13 +62,15 @@ def _execute(job: dict[str, Any], quick: bool) -> dict[str, Any]:
 
 def _save(results: dict[str, Any], path: Path) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=1))
+    tmp.write_text(json.dumps(results, separators=(",", ":")))
     tmp.replace(path)
 
 
-def _run_jobs(jobs: list[dict], results: dict, path: Path, args: argparse.Namespace, desc: str) -> None:
+def _run_jobs(jobs: list[dict], workloads: list[Workload], results: dict, path: Path, args: argparse.Namespace,
+              desc: str) -> None:
     from tqdm.auto import tqdm  # noqa: PLC0415
 
+    by_name = {w.name: w for w in workloads}
     todo = [j for j in jobs if j["key"] not in results["runs"]]
     if not todo:
         return
@@ -78,7 +78,7 @@ def _run_jobs(jobs: list[dict], results: dict, path: Path, args: argparse.Namesp
     if args.jobs <= 1:
         _init_worker(args.threads)
         for job in todo:
-            results["runs"][job["key"]] = _execute(job, args.quick)
+            results["runs"][job["key"]] = _execute(job, by_name[job["workload"]])
             _save(results, path)
             bar.update()
     else:
@@ -86,7 +86,7 @@ def _run_jobs(jobs: list[dict], results: dict, path: Path, args: argparse.Namesp
 
         with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                                  initargs=(args.threads,)) as pool:
-            futures = {pool.submit(_execute, job, args.quick): job for job in todo}
+            futures = {pool.submit(_execute, job, by_name[job["workload"]]): job for job in todo}
             for future in as_completed(futures):
                 results["runs"][futures[future]["key"]] = future.result()
                 _save(results, path)
@@ -164,7 +164,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--methods", default=None, help=f"comma-separated subset of: {', '.join(METHODS)}")
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel, one process each (default 2)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
-    parser.add_argument("--squad-file", default=None, help="SQuAD JSON for the QA workload (default ../shared/data/squad/squad_v2_dev_sample.json)")
+    parser.add_argument("--squad-file", default=None, help="SQuAD JSON for the squad_minilm workload (scripts/benchmark.py passes "
+                        "../shared/data/squad/squad_v2_dev_sample.json); without it that workload is left out")
     parser.add_argument("--no-overhead", action="store_true", help="skip the paired overhead measurement")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
@@ -185,7 +186,12 @@ def main(argv: list[str] | None = None) -> Path:
         from dataclasses import replace  # noqa: PLC0415
 
         table = {n: replace(w, options={**w.options, "squad_file": args.squad_file}) if w.loader == "qa" else w for n, w in table.items()}
-    workloads = [table[n] for n in (args.workloads.split(",") if args.workloads else table)]
+    names = args.workloads.split(",") if args.workloads else [n for n, w in table.items() if w.loader != "qa" or args.squad_file]
+    if any(table[n].loader == "qa" for n in names) and not args.squad_file:
+        raise SystemExit("the squad_minilm workload needs --squad-file (a SQuAD JSON file)")
+    if len(names) < len(table) and not args.workloads:
+        print("no --squad-file: the squad_minilm workload is left out", file=sys.stderr)
+    workloads = [table[n] for n in names]
     methods = args.methods.split(",") if args.methods else list(METHODS)
     tier = QUICK if args.quick else FULL
     out = args.out or Path("results/tmp/benchmark_quick" if args.quick else "results/benchmark")
@@ -198,8 +204,8 @@ def main(argv: list[str] | None = None) -> Path:
                        "workloads": {w.name: {"title": w.title, "steps": w.steps, "batch_size": w.batch_size,
                                               "micro_batch": w.micro_batch, "lr_grid": w.lr_grid} for w in workloads}}
     start = time.time()
-    _run_jobs(plan_first(workloads, methods, tier), results, path, args, "grid, methods, hints")
-    _run_jobs(plan_selected(workloads, methods, tier, results), results, path, args, "tuned baselines")
+    _run_jobs(plan_first(workloads, methods, tier), workloads, results, path, args, "grid, methods, hints")
+    _run_jobs(plan_selected(workloads, methods, tier, results), workloads, results, path, args, "tuned baselines")
     if not args.no_overhead:
         _overheads(workloads, methods, results, path, args)
     results["meta"]["last_invocation_wall_s"] = time.time() - start

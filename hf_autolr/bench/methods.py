@@ -19,7 +19,7 @@ decay get the same 0.01.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -41,7 +41,6 @@ class Setup:
     on_eval: Callable[[float], None] | None = None  # stepped with the validation loss
     eval_weights: bool = False  # Schedule-Free: optimizer.eval()/train() around evaluation
     cleanup: Callable[[], None] = lambda: None
-    extra: dict = field(default_factory=dict)
 
     def finished(self) -> bool:
         return bool(getattr(self.scheduler, "finished", False))
@@ -98,7 +97,7 @@ def _hf_on_eval(name: str) -> Callable[..., Setup]:
 
         optimizer = adamw(model, lr)
         scheduler = get_scheduler(name, optimizer)
-        return Setup(optimizer, None, on_eval=scheduler.step, extra={"scheduler": scheduler})
+        return Setup(optimizer, None, on_eval=scheduler.step)
 
     return build
 
@@ -151,6 +150,17 @@ def _lr_free(cls_path: str, **options: Any) -> Callable[..., Setup]:
     return build
 
 
+def _wsd(model: nn.Module, lr: float, steps: int, workload: Any) -> Setup:
+    from transformers import get_scheduler  # noqa: PLC0415
+
+    optimizer = adamw(model, lr)
+    scheduler = get_scheduler(
+        "warmup_stable_decay", optimizer, num_warmup_steps=_warmup(steps), num_training_steps=steps,
+        scheduler_specific_kwargs={"num_decay_steps": round(0.2 * steps)},
+    )
+    return Setup(optimizer, scheduler)
+
+
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
@@ -169,21 +179,10 @@ METHODS: dict[str, Method] = {
         Method("hf_greedy", "HF greedy (AdamW 5e-5)", "peer", _hf_on_eval("greedy"), takes_hint=False),
         Method(
             "hf_warmup_stable_decay", "HF warmup_stable_decay (AdamW 5e-5)", "peer",
-            lambda model, lr, steps, workload: _wsd(model, lr, steps), takes_hint=False,
+            _wsd, takes_hint=False,
         ),
     )
 }
-
-
-def _wsd(model: nn.Module, lr: float, steps: int) -> Setup:
-    from transformers import get_scheduler  # noqa: PLC0415
-
-    optimizer = adamw(model, lr)
-    scheduler = get_scheduler(
-        "warmup_stable_decay", optimizer, num_warmup_steps=_warmup(steps), num_training_steps=steps,
-        scheduler_specific_kwargs={"num_decay_steps": round(0.2 * steps)},
-    )
-    return Setup(optimizer, scheduler)
 
 
 BASELINES = [name for name, m in METHODS.items() if m.default_lr is None]

@@ -122,17 +122,15 @@ def markdown(summary: dict[str, Any], results: dict[str, Any]) -> str:
     lines.append("\ntuned = " + ", ".join(
         f"{w}: {summary[w]['tuned']} at LR {summary[w]['grid_lr'][summary[w]['tuned']]:.0e}" for w in workloads) + "\n")
 
-    lines += ["\n## Final validation loss (mean over evaluation seeds)\n", head]
-    for m in methods:
-        lines.append(f"| {m} | " + " | ".join(_fmt(summary[w]["rows"][m]["val_loss"]) if m in summary[w]["rows"] else "–" for w in workloads) + " |\n")
-
-    lines += ["\n## Time to target (median steps to tuned's median final validation loss; ∞ = not within T)\n", head]
-    for m in methods:
-        lines.append(f"| {m} | " + " | ".join(_fmt(summary[w]["rows"][m]["ttt_steps"], ".0f") if m in summary[w]["rows"] else "–" for w in workloads) + " |\n")
-
-    lines += ["\n## Compute to reach tuned's loss (CPU s; tuned includes its whole LR grid)\n", head]
-    for m in methods:
-        lines.append(f"| {m} | " + " | ".join(_fmt(summary[w]["rows"][m]["compute_to_target_s"], ".1f") if m in summary[w]["rows"] else "–" for w in workloads) + " |\n")
+    for title, key, spec in (
+        ("Final validation loss (mean over evaluation seeds)", "val_loss", ".3f"),
+        ("Time to target (median steps to tuned's median final validation loss; ∞ = not within T)", "ttt_steps", ".0f"),
+        ("Compute to reach tuned's loss (CPU s; tuned includes its whole LR grid)", "compute_to_target_s", ".1f"),
+    ):
+        lines += [f"\n## {title}\n", head]
+        for m in methods:
+            cells = (_fmt(summary[w]["rows"][m][key], spec) if m in summary[w]["rows"] else "–" for w in workloads)
+            lines.append(f"| {m} | " + " | ".join(cells) + " |\n")
 
     overhead = results.get("overhead", {})
     if overhead:

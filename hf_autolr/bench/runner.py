@@ -20,25 +20,30 @@ import torch
 from hf_autolr.bench.methods import METHODS, Method, Setup
 from hf_autolr.bench.workloads import Task, Workload
 
-MAX_TRACE = 200  # points kept of the LR and training-loss curves
+MAX_TRACE = 60  # points kept of the LR and training-loss curves
 
 
-def _state_bytes(obj: Any) -> int:
-    """Bytes of the tensors in an optimizer's or scheduler's state (what a method adds)."""
+def tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensors in a (nested) state: what an optimizer or scheduler keeps."""
     if isinstance(obj, torch.Tensor):
         return obj.numel() * obj.element_size()
     if isinstance(obj, dict):
-        return sum(_state_bytes(v) for v in obj.values())
+        return sum(tensor_bytes(v) for v in obj.values())
     if isinstance(obj, (list, tuple)):
-        return sum(_state_bytes(v) for v in obj)
+        return sum(tensor_bytes(v) for v in obj)
     return 0
 
 
 def method_state_bytes(setup: Setup) -> int:
-    total = _state_bytes(setup.optimizer.state_dict().get("state", {}))
+    total = tensor_bytes(setup.optimizer.state_dict().get("state", {}))
     if setup.scheduler is not None and hasattr(setup.scheduler, "state_dict"):
-        total += _state_bytes(setup.scheduler.state_dict())
+        total += tensor_bytes(setup.scheduler.state_dict())
     return total
+
+
+def _short(value: float | None) -> float | None:
+    """4 significant digits: enough for curves, and keeps results.json small."""
+    return None if value is None else float(f"{value:.4g}")
 
 
 def _thin(points: list, limit: int = MAX_TRACE) -> list:
@@ -92,12 +97,12 @@ def run_one(workload: Workload, task: Task, method: Method, lr: float, seed: int
     step = 0
     try:
         while step < workload.steps and not setup.finished():
-            lrs.append((step, setup.effective_lr()))
+            lrs.append((step, _short(setup.effective_lr())))
             c0, w0 = time.process_time(), time.perf_counter()
             loss = train_step(task, model, setup, next(batches))
             cpu += time.process_time() - c0
             wall += time.perf_counter() - w0
-            losses.append((step, loss if math.isfinite(loss) else None))
+            losses.append((step, _short(loss) if math.isfinite(loss) else None))
             step += 1
             if step % workload.eval_every == 0 and step < workload.steps and not setup.finished():
                 val, _ = _evaluate(task, model, setup, final=False)
@@ -139,7 +144,7 @@ def measure_overhead(workload: Workload, task: Task, method: Method, lr: float, 
     for m in (method, reference):
         model = task.model(seed)
         model.train()
-        arms.append((m, model, m.build(model, lr if m is method else 1e-3, 10 * blocks * block_steps, workload)))
+        arms.append((m, model, m.build(model, lr, 10 * blocks * block_steps, workload)))
     batches = task.batches(seed)
     ratios, times = [], {method.name: 0.0, reference.name: 0.0}
     try:

