@@ -5,12 +5,12 @@ from __future__ import annotations
 import io
 import math
 import os
-import socket
-from datetime import timedelta
 
 import pytest
 import torch
 from torch import nn
+
+from gloo_workers import run_workers
 
 from hf_autolr.registry import build_scheduler
 from hf_autolr.schedulers.autodrop import AutoDrop, gaussian_smooth
@@ -319,12 +319,7 @@ def test_cached_views_read_what_gather_reads_even_after_the_storage_moves():
 
 
 # -- sharded parameters: two gloo ranks, each holding half of the vector ------------------------
-def _sharded_worker(rank, port, queue):
-    import torch.distributed as dist
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=timedelta(seconds=60))
-    torch.set_num_threads(1)
+def _sharded_worker(rank: int, out_dir: str) -> None:
     full = [(0.0, 0.0, 0.0, 0.0), (1.0, 0.0, 2.0, 0.0), (2.0, 1.0, 3.0, 5.0)]
     x = nn.Parameter(torch.zeros(2))
     sched = AutoDrop(torch.optim.SGD([x], lr=1.0), 100, window=1, track_fraction=1.0, sharded=True)
@@ -332,27 +327,12 @@ def _sharded_worker(rank, port, queue):
         with torch.no_grad():
             x.copy_(torch.tensor(point[2 * rank : 2 * rank + 2]))
         sched.step()
-    queue.put((rank, sched.omega))
-    dist.destroy_process_group()
+    torch.save(sched.omega, os.path.join(out_dir, f"rank{rank}.pt"))
 
 
-def test_sharded_parameters_all_reduce_to_the_global_angle():
-    import torch.distributed as dist
-    import torch.multiprocessing as mp
-
-    if not dist.is_available() or "fork" not in mp.get_all_start_methods():
-        pytest.skip("needs torch.distributed and fork")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ctx = mp.get_context("fork")
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_sharded_worker, args=(r, port, queue), daemon=True) for r in range(2)]
-    for p in procs:
-        p.start()
-    results = dict(queue.get(timeout=60) for _ in procs)
-    for p in procs:
-        p.join(timeout=30)
+def test_sharded_parameters_all_reduce_to_the_global_angle(tmp_path):
+    run_workers(_sharded_worker, args=(str(tmp_path),))
+    results = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
     a, b = torch.tensor([1.0, 0.0, 2.0, 0.0]), torch.tensor([1.0, 1.0, 1.0, 5.0])
     expected = math.degrees(math.acos(float(a @ b) / float(a.norm() * b.norm())))
     assert results[0] == pytest.approx(expected, abs=1e-4) and results[1] == pytest.approx(expected, abs=1e-4)

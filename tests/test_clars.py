@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gloo_workers import run_workers
+
 from hf_autolr.optim import CLARS, PerSampleGradNorms, available_optimizers, get_optimizer_cls
 
 
@@ -509,57 +511,46 @@ def test_get_optimizer_cls_builds_every_optimizer():
 
 
 # -------------------------------------------------------------- distributed
-def _distributed_worker(rank: int, world: int, init_file: str, out_file: str) -> None:
-    import torch.distributed as dist
+def _distributed_worker(rank: int, out_file: str) -> None:
+    model = mixed_model()
+    tokens, image, labels = mixed_batch(8, seed=5)
+    part = slice(rank * 4, rank * 4 + 4)
+    with PerSampleGradNorms(model) as tracker:  # DDP convention: local mean, averaged over ranks
+        F.cross_entropy(model(tokens[part], image[part]), labels[part]).backward()
+    norms = tracker.named_norms()
+    counts = set(tracker.sample_counts().values())
 
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        model = mixed_model()
-        tokens, image, labels = mixed_batch(8, seed=5)
-        part = slice(rank * 4, rank * 4 + 4)
-        with PerSampleGradNorms(model) as tracker:  # DDP convention: local mean, averaged over ranks
-            F.cross_entropy(model(tokens[part], image[part]), labels[part]).backward()
-        norms = tracker.named_norms()
-        counts = set(tracker.sample_counts().values())
+    class NoisyOnRankOne(nn.Module):  # the torch.func rule fails (randomness) on rank 1 only
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(3))
 
-        class NoisyOnRankOne(nn.Module):  # the torch.func rule fails (randomness) on rank 1 only
-            def __init__(self) -> None:
-                super().__init__()
-                self.weight = nn.Parameter(torch.ones(3))
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * self.weight + (torch.rand_like(x) if rank == 1 else 0)
 
-            def forward(self, x: torch.Tensor) -> torch.Tensor:
-                return x * self.weight + (torch.rand_like(x) if rank == 1 else 0)
-
-        net = nn.Sequential(nn.Linear(2, 3), NoisyOnRankOne())
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with PerSampleGradNorms(net) as partial:
-                net(torch.randn(4, 2)).sum().backward()
-            partial_names = sorted(partial.named_norms())  # must not hang; given up everywhere
-        if rank == 0:
-            torch.save(
-                {
-                    "norms": norms,
-                    "counts": counts,
-                    "expected": brute_force_norms(model, tokens, image, labels),
-                    "partial": partial_names,
-                },
-                out_file,
-            )
-    finally:
-        dist.destroy_process_group()
+    net = nn.Sequential(nn.Linear(2, 3), NoisyOnRankOne())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with PerSampleGradNorms(net) as partial:
+            net(torch.randn(4, 2)).sum().backward()
+        partial_names = sorted(partial.named_norms())  # must not hang; given up everywhere
+    if rank == 0:
+        torch.save(
+            {
+                "norms": norms,
+                "counts": counts,
+                "expected": brute_force_norms(model, tokens, image, labels),
+                "partial": partial_names,
+            },
+            out_file,
+        )
 
 
-def test_norms_are_reduced_across_processes():
-    import torch.multiprocessing as mp
-
-    with tempfile.TemporaryDirectory() as tmp:
-        init_file, out_file = os.path.join(tmp, "init"), os.path.join(tmp, "out.pt")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            # fork: the children reuse the imported modules (spawn re-imports transformers: ~40 s)
-            mp.start_processes(_distributed_worker, args=(2, init_file, out_file), nprocs=2, start_method="fork")
-        result = torch.load(out_file, weights_only=False)
+def test_norms_are_reduced_across_processes(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_workers(_distributed_worker, args=(str(tmp_path / "out.pt"),))
+    result = torch.load(tmp_path / "out.pt", weights_only=False)
     assert result["counts"] == {8}
     assert result["partial"] == ["0.bias", "0.weight"]
     for name, value in result["expected"].items():

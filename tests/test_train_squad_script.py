@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gloo_workers import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -15,7 +17,7 @@ def test_two_process_run_trains_evaluates_and_writes_the_card(tmp_path):
     out = tmp_path / "squad"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
         str(ROOT / "scripts" / "train_squad.py"),
         "--use_cpu", "--output_dir", str(out), "--max_steps", "4", "--per_device_train_batch_size", "4",
         "--max_train_samples", "32", "--max_eval_samples", "12", "--lr_scheduler_type", "autolr_gp",
