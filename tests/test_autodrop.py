@@ -12,6 +12,7 @@ from torch import nn
 
 from gloo_workers import run_workers
 
+from hf_autolr.bench.runner import tensor_bytes
 from hf_autolr.registry import build_scheduler
 from hf_autolr.schedulers.autodrop import AutoDrop, gaussian_smooth
 from hf_autolr.schedulers.param_subset import StridedGather, gather, plan_subset
@@ -150,16 +151,6 @@ def test_warmup_ramps_then_tracking_starts_after_it():
     assert sched.steps_in_window == 0 and sched.num_points == 1  # one window (steps 11-12) done
 
 
-def _tensor_bytes(state) -> int:
-    if isinstance(state, torch.Tensor):
-        return state.numel() * state.element_size()
-    if isinstance(state, dict):
-        return sum(_tensor_bytes(v) for v in state.values())
-    if isinstance(state, (list, tuple)):
-        return sum(_tensor_bytes(v) for v in state)
-    return 0
-
-
 @pytest.mark.parametrize("rule", ["uai2024", "v1"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_memory_overhead_is_at_most_one_parameter_copy(rule, dtype):
@@ -169,12 +160,12 @@ def test_memory_overhead_is_at_most_one_parameter_copy(rule, dtype):
     extra = {"steps_per_epoch": 5} if rule == "v1" else {}
     sched = AutoDrop(opt, 100, rule=rule, **extra)
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    state_bytes = _tensor_bytes(sched.state_dict())
+    state_bytes = tensor_bytes(sched.state_dict())
     assert 0.9 * param_bytes <= state_bytes <= param_bytes
     # full tracking is available on request, at the documented cost (3 or 2 fp32 vectors)
     full = AutoDrop(opt, 100, rule=rule, track_fraction=1.0, **extra)
     n = sum(p.numel() for p in model.parameters())
-    assert _tensor_bytes(full.state_dict()) == (3 if rule == "uai2024" else 2) * 4 * n
+    assert tensor_bytes(full.state_dict()) == (3 if rule == "uai2024" else 2) * 4 * n
     capped = AutoDrop(opt, 100, rule=rule, max_tracked=1000, **extra)
     assert capped.tracked_fraction * n <= 1000
 

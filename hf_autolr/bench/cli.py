@@ -164,8 +164,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--methods", default=None, help=f"comma-separated subset of: {', '.join(METHODS)}")
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel, one process each (default 2)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
-    parser.add_argument("--squad-file", default=None, help="SQuAD JSON for the squad_minilm workload (scripts/benchmark.py passes "
-                        "../shared/data/squad/squad_v2_dev_sample.json); without it that workload is left out")
+    parser.add_argument("--squad-file", default=None, help="SQuAD JSON for the squad_minilm workload (scripts/benchmark.py passes the repository's "
+                        "SQuAD sample when it sits beside the clone); without it that workload is left out")
     parser.add_argument("--no-overhead", action="store_true", help="skip the paired overhead measurement")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)

@@ -77,12 +77,16 @@ def _warmup(steps: int) -> int:
     return max(1, round(WARMUP_FRACTION * steps))
 
 
-def _hf_schedule(name: str, **kwargs: Any) -> Callable[..., Setup]:
+def _hf_schedule(name: str, decay_fraction: float | None = None) -> Callable[..., Setup]:
+    """HF's ``get_scheduler(name)`` on AdamW with 5% warmup; ``decay_fraction``: WSD's decay phase."""
+
     def build(model: nn.Module, lr: float, steps: int, workload: Any) -> Setup:
         from transformers import get_scheduler  # noqa: PLC0415
 
         optimizer = adamw(model, lr)
-        scheduler = get_scheduler(name, optimizer, num_warmup_steps=_warmup(steps), num_training_steps=steps, **kwargs)
+        extra = {"num_decay_steps": round(decay_fraction * steps)} if decay_fraction else None
+        scheduler = get_scheduler(name, optimizer, num_warmup_steps=_warmup(steps), num_training_steps=steps,
+                                  scheduler_specific_kwargs=extra)
         return Setup(optimizer, scheduler)
 
     return build
@@ -150,17 +154,6 @@ def _lr_free(cls_path: str, **options: Any) -> Callable[..., Setup]:
     return build
 
 
-def _wsd(model: nn.Module, lr: float, steps: int, workload: Any) -> Setup:
-    from transformers import get_scheduler  # noqa: PLC0415
-
-    optimizer = adamw(model, lr)
-    scheduler = get_scheduler(
-        "warmup_stable_decay", optimizer, num_warmup_steps=_warmup(steps), num_training_steps=steps,
-        scheduler_specific_kwargs={"num_decay_steps": round(0.2 * steps)},
-    )
-    return Setup(optimizer, scheduler)
-
-
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
@@ -177,10 +170,8 @@ METHODS: dict[str, Method] = {
         Method("dadapt_adam", "D-Adaptation Adam (lr 1, cosine)", "peer", _lr_free("dadaptation:DAdaptAdam", decouple=True), 1.0, False),
         Method("hf_reduce_lr_on_plateau", "HF reduce_lr_on_plateau (AdamW 5e-5)", "peer", _hf_on_eval("reduce_lr_on_plateau"), takes_hint=False),
         Method("hf_greedy", "HF greedy (AdamW 5e-5)", "peer", _hf_on_eval("greedy"), takes_hint=False),
-        Method(
-            "hf_warmup_stable_decay", "HF warmup_stable_decay (AdamW 5e-5)", "peer",
-            _wsd, takes_hint=False,
-        ),
+        Method("hf_warmup_stable_decay", "HF warmup_stable_decay (AdamW 5e-5)", "peer",
+               _hf_schedule("warmup_stable_decay", decay_fraction=0.2), takes_hint=False),
     )
 }
 

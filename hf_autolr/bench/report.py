@@ -90,10 +90,8 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         for r in runs:
             if r["workload"] == w and r["phase"] == "hint":
                 hints[r["method"]][r["multiplier"]] = _ratio(r["metric"], tuned_metric)
-        for m, row in rows.items():
-            if m in hints:
-                seed0 = [r for r in evals[m] if r["seed"] == min(x["seed"] for x in evals[m])][0]
-                hints[m][1.0] = _ratio(seed0["metric"], tuned_metric)
+        for m in rows.keys() & hints.keys():  # × 1: the eval run on the hint runs' seed (the first)
+            hints[m][1.0] = _ratio(min(evals[m], key=lambda r: r["seed"])["metric"], tuned_metric)
         out[w] = {"tuned": tuned, "tuned_metric": tuned_metric, "target_val_loss": target, "grid_cpu_s": grid_cpu,
                   "grid_lr": {b: select_grid(runs, w, b) for b in present}, "rows": rows, "hint_ratios": dict(hints)}
     return out
