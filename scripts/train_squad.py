@@ -139,7 +139,9 @@ def report_schedule(trainer):
         hint = trainer.args.learning_rate
         plot = os.path.join(trainer.args.output_dir, "lr_schedule.png")
         print(f"autolr_gp: LR hint {hint:g}; switched at step {scheduler.switch_step} ({scheduler.switch_reason}) "
-              f"to LR {scheduler.switch_factor * hint:.3g}; plot: {plot}")
+              f"to LR {scheduler.switch_factor * hint:.3g}"
+              + (f", weights rolled back to step {scheduler.rolled_back_to}" if getattr(scheduler, "rolled_back_to", -1) >= 0 else "")
+              + f"; plot: {plot}")
 
 
 if __name__ == "__main__":

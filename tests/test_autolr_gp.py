@@ -253,3 +253,49 @@ def test_warns_when_no_loss_ever_arrives():
         for _ in range(6):
             optimizer.step()
             scheduler.step()
+
+
+def test_rollback_restores_weights_and_optimizer_state_from_near_the_minimum(tmp_path):
+    """With rollback, the switch puts the parameters and momentum back to the copy taken at the
+    last test step whose loss EMA was at its running minimum: before the switch, after the valley."""
+    generator = torch.Generator().manual_seed(0)
+    param = torch.nn.Parameter(torch.zeros(3))
+    optimizer = torch.optim.SGD([param], lr=HINT, momentum=0.9)
+    scheduler = AutoLRGP(optimizer, 1000, rollback=True, backoff=0.5, **WIDE)
+    history, lrs = [], []  # parameters and momentum after each step
+    while scheduler.phase == "warmup":
+        lrs.append(optimizer.param_groups[0]["lr"])
+        param.grad = torch.ones(3)
+        optimizer.step()
+        history.append((param.detach().clone(), optimizer.state[param]["momentum_buffer"].clone()))
+        scheduler.observe(valley(len(lrs) - 1, lrs[-1], generator))
+        scheduler.step()
+    assert scheduler.switch_reason == "gp_minimum"
+    best_step = next(i for i, lr in enumerate(lrs) if lr >= BEST_LR)
+    snap = scheduler.rolled_back_to
+    assert best_step < snap < scheduler.switch_step
+    weights, momentum = history[snap - 1]  # the state after `snap` optimizer steps
+    assert torch.equal(param.detach(), weights) and not torch.equal(weights, history[-1][0])
+    assert torch.equal(optimizer.state[param]["momentum_buffer"], momentum)
+    assert scheduler.switch_factor == pytest.approx(0.5 * scheduler.warmup_factor(scheduler.minimum_step))
+    assert scheduler.decisions()["rolled_back_to_step"] == snap
+    # The in-memory copy never reaches the checkpoint, and the state loads weights_only.
+    torch.save(scheduler.state_dict(), tmp_path / "s.pt")
+    state = torch.load(tmp_path / "s.pt", weights_only=True)
+    assert "_snapshot" not in state and state["rolled_back_to"] == snap
+
+
+def test_without_rollback_the_weights_are_left_alone():
+    generator = torch.Generator().manual_seed(0)
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=HINT)
+    scheduler = AutoLRGP(optimizer, 1000, **WIDE)
+    while scheduler.phase == "warmup":
+        lr = optimizer.param_groups[0]["lr"]
+        param.grad = torch.ones(1)
+        optimizer.step()
+        after = param.detach().clone()
+        scheduler.observe(valley(scheduler.last_epoch, lr, generator))
+        scheduler.step()
+    assert scheduler.switch_reason == "gp_minimum" and scheduler.rolled_back_to == -1
+    assert torch.equal(param.detach(), after)

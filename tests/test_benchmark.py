@@ -101,3 +101,19 @@ def test_full_benchmark(tmp_path):
     assert set(summary) == {"digits_mlp", "digits_cnn_b32", "digits_cnn_b256", "digits_cnn_full", "squad_minilm"}
     for w in summary.values():
         assert all(row["seeds"] >= 3 for row in w["rows"].values())
+
+
+def test_warmup_ended_by_column_reports_test_or_cap_per_seed():
+    from hf_autolr.bench.report import markdown
+
+    runs = [_run("eval", "tuned_linear", 1e-3, s, 0.4, 90) for s in range(2)]
+    gp = [dict(_run("eval", "autolr_gp", 5e-5, s, 0.4, 90)) for s in range(2)]
+    gp[0]["decisions"] = {"switch_reason": "gp_minimum", "switch_step": 12, "switch_lr_factor": 2.5}
+    gp[1]["decisions"] = {"switch_reason": "warmup_cap", "switch_step": 50, "switch_lr_factor": 10.0}
+    results = {"runs": {str(i): r for i, r in enumerate(runs + gp)}}
+    summary = summarise(results)
+    assert summary["w"]["rows"]["autolr_gp"]["warmup_ended_by"] == "test@12×2.5, cap@50×10"
+    assert summary["w"]["rows"]["tuned_linear"]["warmup_ended_by"] is None
+    summary["w"]["grid_lr"] = {"tuned_linear": 1e-3}
+    table = markdown(summary, results)
+    assert "## Warmup ended by" in table and "| autolr_gp | test@12×2.5, cap@50×10 |" in table

@@ -85,6 +85,7 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
                 "ttt_steps": ttt_steps, "ttt_cpu_s": ttt_cpu, "compute_to_target_s": compute,
                 "seeds": len(group), "diverged": sum(r["diverged"] for r in group), "lr": group[0]["lr"],
                 "ms_per_step": statistics.fmean(r["ms_per_step"] for r in group), "steps": statistics.fmean(r["steps"] for r in group),
+                "warmup_ended_by": _warmup_endings(group),
             }
         hints = defaultdict(dict)
         for r in runs:
@@ -95,6 +96,20 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         out[w] = {"tuned": tuned, "tuned_metric": tuned_metric, "target_val_loss": target, "grid_cpu_s": grid_cpu,
                   "grid_lr": {b: select_grid(runs, w, b) for b in present}, "rows": rows, "hint_ratios": dict(hints)}
     return out
+
+
+def _warmup_endings(group: list[dict]) -> str | None:
+    """How a switching method's warmup ended in each run: "reason@step×factor", or None."""
+    ends = []
+    for r in group:
+        d = r.get("decisions") or {}
+        if "switch_reason" not in d:
+            return None
+        if d.get("switch_step") is None:
+            ends.append("none")
+        else:
+            ends.append(f"{'test' if d['switch_reason'] == 'gp_minimum' else 'cap'}@{d['switch_step']}×{d['switch_lr_factor']:.3g}")
+    return ", ".join(ends)
 
 
 def _fmt(value: float, spec: str = ".3f") -> str:
@@ -128,6 +143,13 @@ def markdown(summary: dict[str, Any], results: dict[str, Any]) -> str:
         lines += [f"\n## {title}\n", head]
         for m in methods:
             cells = (_fmt(summary[w]["rows"][m][key], spec) if m in summary[w]["rows"] else "–" for w in workloads)
+            lines.append(f"| {m} | " + " | ".join(cells) + " |\n")
+
+    switching = [m for m in methods if any(summary[w]["rows"].get(m, {}).get("warmup_ended_by") for w in workloads)]
+    if switching:
+        lines += ["\n## Warmup ended by (per evaluation seed: test or cap @ step × LR factor)\n", head]
+        for m in switching:
+            cells = (summary[w]["rows"].get(m, {}).get("warmup_ended_by") or "–" for w in workloads)
             lines.append(f"| {m} | " + " | ".join(cells) + " |\n")
 
     overhead = results.get("overhead", {})

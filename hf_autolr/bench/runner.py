@@ -118,6 +118,7 @@ def run_one(workload: Workload, task: Task, method: Method, lr: float, seed: int
             diverged = True
         evals.append((step, val if math.isfinite(val) else None, cpu))
         diagnostics = setup.scheduler.diagnostics() if hasattr(setup.scheduler, "diagnostics") else {}
+        decisions = setup.scheduler.decisions() if hasattr(setup.scheduler, "decisions") else {}
     finally:
         setup.cleanup()
     return {
@@ -127,6 +128,7 @@ def run_one(workload: Workload, task: Task, method: Method, lr: float, seed: int
         "train_cpu_s": cpu, "train_wall_s": wall, "ms_per_step": 1000 * cpu / max(step, 1),
         "state_bytes": state_bytes,
         "diagnostics": {k: float(v) for k, v in diagnostics.items() if isinstance(v, (int, float))},
+        "decisions": {k: v for k, v in decisions.items() if isinstance(v, (type(None), bool, int, float, str))},
     }
 
 

@@ -35,6 +35,14 @@ The GP models ``log(loss)`` when every loss is positive (``log_loss=True``): a r
 0.2 late in warmup matters as much as one from 1 to 20, which raw-scale smoothing would flatten.
 
 NaN/inf losses are dropped from the history and never reach a decision.
+
+A third departure, for ranges wide enough to overshoot (``rollback=True``): at each test step
+where the loss EMA sits at its running minimum, the parameters and optimizer state are copied
+in memory (one copy of the weights and of the optimizer's tensors; copies reuse their buffers);
+a switch by the test restores that copy, so the steps taken at too high an LR cost nothing but
+time. The copy is not part of ``state_dict()``: a run resumed between a copy and the switch
+backs off without rolling back. Each back-off LR is multiplied by ``backoff`` (1 = the
+reference: the LR at the smoothed minimum).
 """
 
 from __future__ import annotations
@@ -87,6 +95,8 @@ class AutoLRGP(FeedbackScheduler):
         gp_fit: str = "moments",
         precheck_bins: int = 32,
         log_loss: bool = True,
+        rollback: bool = False,
+        backoff: float = 1.0,
         seed: int = 0,
         last_epoch: int = -1,
     ) -> None:
@@ -111,6 +121,8 @@ class AutoLRGP(FeedbackScheduler):
         check_choice(m, "gp_fit", gp_fit, ("moments", "mll"))
         check_choice(m, "log_loss", log_loss, (True, False))
         check_number(m, "precheck_bins", precheck_bins, low=0, integer=True)
+        check_choice(m, "rollback", rollback, (True, False))
+        check_number(m, "backoff", backoff, low=0, high=1, low_inclusive=False)
         check_number(m, "seed", seed, integer=True)
         if num_warmup_steps:
             check_number(m, "num_warmup_steps", num_warmup_steps, low=1, integer=True)
@@ -136,7 +148,12 @@ class AutoLRGP(FeedbackScheduler):
         self.gp_fit = gp_fit
         self.log_loss = log_loss
         self.precheck_bins = precheck_bins
+        self.rollback = rollback
+        self.backoff = float(backoff)
         self.seed = seed
+        self._snapshot: list[tuple[torch.Tensor, torch.Tensor]] = []  # (live, copy); not in state_dict
+        self.snapshot_step = -1
+        self.rolled_back_to = -1
         # Decision state: plain values and tensors only.
         self.losses: list[float] = []  # per warmup step; NaN where none was observed
         self.num_finite = 0  # finite entries of ``losses``
@@ -205,8 +222,48 @@ class AutoLRGP(FeedbackScheduler):
         next_step = step + 1
         if next_step >= self.warmup_cap:
             self._switch(next_step, self.warmup_factor(next_step), "warmup_cap")
-        elif next_step % self.test_interval == 0 and self._minimum_is_behind(next_step):
-            self._switch(next_step, self.warmup_factor(self.minimum_step), "gp_minimum")
+        elif next_step % self.test_interval == 0:
+            if self._minimum_is_behind(next_step):
+                self._switch(next_step, self.backoff * self.warmup_factor(self.minimum_step), "gp_minimum")
+                self._restore_snapshot()
+            elif self.rollback and loss is not None and self.loss_ema <= self.loss_ema_min:
+                self._take_snapshot(next_step)
+
+    # -- rollback -------------------------------------------------------------------------------
+    def _live_tensors(self):
+        for group in self.optimizer.param_groups:
+            for param in group["params"]:
+                yield param
+                for value in self.optimizer.state.get(param, {}).values():
+                    if isinstance(value, torch.Tensor):
+                        yield value
+
+    @torch.no_grad()
+    def _take_snapshot(self, step: int) -> None:
+        live = list(self._live_tensors())
+        if len(live) != len(self._snapshot) or any(a is not b for a, (b, _) in zip(live, self._snapshot)):
+            self._snapshot = [(t, t.detach().clone()) for t in live]
+        else:
+            for t, copy in self._snapshot:
+                copy.copy_(t)
+        self.snapshot_step = step
+
+    @torch.no_grad()
+    def _restore_snapshot(self) -> None:
+        if self._snapshot:
+            for t, copy in self._snapshot:
+                t.copy_(copy)
+            self.rolled_back_to = self.snapshot_step
+        self._snapshot = []
+
+    def state_dict(self) -> dict[str, object]:  # noqa: D102 - the weight copy stays in memory
+        state = super().state_dict()
+        state.pop("_snapshot", None)
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, object]) -> None:  # noqa: D102
+        super().load_state_dict(state_dict)
+        self._snapshot = []
 
     def _switch(self, step: int, factor: float, reason: str) -> None:
         self.phase = DECAY
@@ -317,6 +374,7 @@ class AutoLRGP(FeedbackScheduler):
             "switch_lr": self.switch_factor * self._hint_lr() if switched else None,
             "switch_lr_factor": self.switch_factor if switched else None,
             "switch_reason": self.switch_reason or None,
+            "rolled_back_to_step": self.rolled_back_to if self.rolled_back_to >= 0 else None,
             "tests": self.num_tests,
         }
 
