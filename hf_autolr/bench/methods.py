@@ -12,7 +12,7 @@
   validation loss at every evaluation) and ``warmup_stable_decay`` (5% warmup, 20% decay) on
   AdamW at the hint.
 
-Every AdamW here has betas (0.9, 0.999) and weight decay 0.01 (spec §4.2); peers that take weight
+Every AdamW here has betas (0.9, 0.999) and weight decay 0.01; peers that take weight
 decay get the same 0.01.
 """
 

@@ -2,7 +2,7 @@
 
 Do **not** ``accelerator.prepare()`` an hf_autolr scheduler: ``AcceleratedScheduler`` steps it
 ``num_processes`` times per optimizer step, so each observation would be applied N times
-(``shared/specs/hf-integration.md`` §6). Instead::
+(``AcceleratedScheduler.step``). Instead::
 
     feed = AcceleratorFeedback(accelerator, scheduler)
     accelerator.register_for_checkpointing(scheduler)

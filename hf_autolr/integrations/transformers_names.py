@@ -3,7 +3,7 @@
 transformers has no scheduler registry: ``SchedulerType`` is a closed ``str`` enum checked by
 ``TrainingArguments``, ``HfArgumentParser`` (argparse ``choices``) and ``get_scheduler``, which
 then looks the member up in ``TYPE_TO_SCHEDULER_FUNCTION``. We add one enum member and one
-factory per name (``shared/specs/hf-integration.md`` §1). Registration is idempotent, never
+factory per name. Registration is idempotent, never
 touches an upstream value, and fails with a message that says what to do if the internals moved.
 """
 

@@ -11,7 +11,7 @@ smoothness and gradient variance, compared with LARS + warmup on ImageNet.
 **Not verified**: the update rule, its equation numbers and every default below. The paper's
 method section could not be read. This optimizer implements the best available description, that
 CLARS replaces LARS's norm of the mini-batch gradient with the mean of the per-sample gradient
-norms (``hf_autolr`` spec §5, tagged [unverified]/[reconstruction]). Per parameter tensor ``l``:
+norms (a reconstruction: the paper's exact rule is unverified). Per parameter tensor ``l``:
 
     n_l     = mean_i ||grad_l f_i(w)||                  (per-sample norms, PerSampleGradNorms)
     eta_l   = trust_coefficient * ||w_l|| / (n_l + weight_decay * ||w_l|| + eps)

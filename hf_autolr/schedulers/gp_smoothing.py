@@ -11,7 +11,7 @@ Two ways to set the hyperparameters ``(c, s², σ²)`` (ℓ stays fixed, 0.2 as 
 
 - ``"moments"`` (default): closed-form estimates — noise from first differences of the raw
   curve (``σ² ≈ ½ E[(y_{i+1} − y_i)²]``), signal from the rest of the variance. No iterations,
-  about 100× cheaper than a likelihood fit (``shared/specs/offline-assets.md`` §5).
+  about 100× cheaper than a likelihood fit.
 - ``"mll"``: the reference's exact marginal-likelihood fit with GPyTorch (Adam), warm-started
   from the previous fit.
 
