@@ -261,7 +261,7 @@ def test_rollback_restores_weights_and_optimizer_state_from_near_the_minimum(tmp
     generator = torch.Generator().manual_seed(0)
     param = torch.nn.Parameter(torch.zeros(3))
     optimizer = torch.optim.SGD([param], lr=HINT, momentum=0.9)
-    scheduler = AutoLRGP(optimizer, 1000, rollback=True, backoff=0.5, **WIDE)
+    scheduler = AutoLRGP(optimizer, 1000, rollback="minimum", backoff=0.5, **WIDE)
     history, lrs = [], []  # parameters and momentum after each step
     while scheduler.phase == "warmup":
         lrs.append(optimizer.param_groups[0]["lr"])
@@ -299,3 +299,54 @@ def test_without_rollback_the_weights_are_left_alone():
         scheduler.step()
     assert scheduler.switch_reason == "gp_minimum" and scheduler.rolled_back_to == -1
     assert torch.equal(param.detach(), after)
+
+
+def test_rollback_to_the_start_restores_the_weights_after_the_first_step():
+    """``rollback="start"``: one copy after the first step, restored at a switch by the test (in
+    fine-tuning the weights near the minimum are already damaged; the start's are not)."""
+    generator = torch.Generator().manual_seed(0)
+    param = torch.nn.Parameter(torch.zeros(3))
+    optimizer = torch.optim.SGD([param], lr=HINT, momentum=0.9)
+    scheduler = AutoLRGP(optimizer, 1000, rollback="start", backoff=0.3, **WIDE)
+    first = None
+    while scheduler.phase == "warmup":
+        lr = optimizer.param_groups[0]["lr"]
+        param.grad = torch.ones(3)
+        optimizer.step()
+        first = first or (param.detach().clone(), optimizer.state[param]["momentum_buffer"].clone())
+        scheduler.observe(valley(scheduler.last_epoch, lr, generator))
+        scheduler.step()
+    assert scheduler.switch_reason == "gp_minimum" and scheduler.rolled_back_to == 1 and scheduler.num_snapshots == 1
+    assert torch.equal(param.detach(), first[0]) and torch.equal(optimizer.state[param]["momentum_buffer"], first[1])
+    assert scheduler.switch_factor == pytest.approx(0.3 * scheduler.warmup_factor(scheduler.minimum_step))
+
+
+def test_backoff_also_applies_at_the_warmup_cap():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=HINT)
+    scheduler = AutoLRGP(optimizer, 100, backoff=0.3, rollback="start")
+    for _ in range(50):
+        optimizer.step()
+        scheduler.observe(1.0)  # flat: the test never fires
+        scheduler.step()
+    assert scheduler.switch_reason == "warmup_cap" and scheduler.rolled_back_to == -1
+    assert scheduler.switch_factor == pytest.approx(0.3 * scheduler.max_lr_ratio)
+    with pytest.raises(ValueError, match="rollback"):
+        AutoLRGP(optimizer, 100, rollback=True)
+
+
+def test_diagnostics_are_finite_and_the_loss_ema_keeps_tracking_after_the_switch():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=HINT)
+    scheduler = AutoLRGP(optimizer, 40)
+    assert "autolr/smoothed_loss" not in scheduler.diagnostics()  # no loss yet: left out, not NaN
+    losses = [2.0] * 20 + [float("nan")] + [2.0 * 0.8 ** k for k in range(19)]
+    logged = []
+    for loss in losses:
+        optimizer.step()
+        scheduler.observe(loss)
+        scheduler.step()
+        logged.append(scheduler.diagnostics())
+    assert scheduler.phase == "decay"
+    assert all(math.isfinite(v) for entry in logged for v in entry.values())
+    assert "autolr/switch_lr_factor" not in logged[0] and "autolr/switch_lr_factor" in logged[-1]
+    assert logged[-1]["autolr/smoothed_loss"] < 0.5 * logged[20]["autolr/smoothed_loss"]  # it follows the fall
+    assert logged[-1]["autolr/nonfinite_losses"] == 1

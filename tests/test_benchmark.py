@@ -65,20 +65,27 @@ def test_the_qa_workload_needs_a_squad_file(tmp_path):
 
 
 def test_quick_tier_end_to_end_and_resume(tmp_path):
-    workloads = ["digits_mlp", "digits_cnn_full"] + (["squad_minilm"] if SQUAD_SAMPLE.exists() else [])
-    argv = ["--quick", "--out", str(tmp_path), "--no-progress", "--workloads", ",".join(workloads), "--squad-file", str(SQUAD_SAMPLE)]
+    workloads = ["digits_mlp", "digits_cnn_full", "vision_resnet_trainer"]  # every method; QA: the next test
+    argv = ["--quick", "--out", str(tmp_path), "--no-progress", "--workloads", ",".join(workloads)]
     main(argv)
     results = json.loads((tmp_path / "results.json").read_text())
-    runs = results["runs"].values()
+    runs = [r for r in results["runs"].values() if r["phase"] != "untrained"]
     for w in workloads:
         done = {(r["method"], r["phase"]) for r in runs if r["workload"] == w}
         for m, method in METHODS.items():
             assert (m, "eval") in done, (w, m)
             assert (m, "grid" if m in BASELINES else "hint") in done or not (m in BASELINES or method.takes_hint)
-        assert {o["method"] for o in results["overhead"].values() if o["workload"] == w} == set(METHODS) - set(BASELINES)
+        overheads = {o["method"] for o in results["overhead"].values() if o["workload"] == w}
+        assert overheads == (set() if w == "vision_resnet_trainer" else set(METHODS) - set(BASELINES))
+        floor = [r for r in results["runs"].values() if r["workload"] == w and r["phase"] == "untrained"]
+        assert len(floor) == 1 and 0 <= floor[0]["metric"] <= 100
     assert all(r["steps"] > 0 and len(r["evals"]) >= 1 and r["lr_trace"] for r in runs)
+    # the Trainer workload ran our scheduler from TrainingArguments(lr_scheduler_type="autolr_gp")
+    trainer_gp = [r for r in runs if r["workload"] == "vision_resnet_trainer" and r["method"] == "autolr_gp"]
+    assert trainer_gp and all(r["decisions"].get("switch_reason") for r in trainer_gp)
     table = (tmp_path / "table.md").read_text()
     assert all(w in table.splitlines()[1] for w in workloads)
+    assert "untrained model (the floor) = " in table and "## Warmup ended by" in table
     assert all(f"| {m} |" in table for m in METHODS)
     for png in ("ratio_to_tuned.png", "curves.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
@@ -93,14 +100,34 @@ def test_quick_tier_end_to_end_and_resume(tmp_path):
 
 
 
+def test_quick_tier_qa_workloads(tmp_path):
+    """Both QA workloads (real SQuAD text when the sample is there, the embedded set always), a
+    few methods: the data, model, F1 and floor plumbing (every method is covered above)."""
+    workloads = ["embedded_qa_minilm"] + (["squad_minilm"] if SQUAD_SAMPLE.exists() else [])
+    methods = ["tuned_linear", "autolr_gp", "schedule_free_adamw"]
+    main(["--quick", "--out", str(tmp_path), "--no-progress", "--no-overhead", "--workloads", ",".join(workloads),
+          "--methods", ",".join(methods), "--squad-file", str(SQUAD_SAMPLE)])
+    results = json.loads((tmp_path / "results.json").read_text())
+    for w in workloads:
+        done = {(r["method"], r["phase"]) for r in results["runs"].values() if r["workload"] == w}
+        assert {(m, "eval") for m in methods} | {("tuned_linear", "grid"), ("autolr_gp", "hint"), ("none", "untrained")} <= done
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert all(0 <= summary[w]["untrained_metric"] <= 100 and summary[w]["tuned"] == "tuned_linear" for w in workloads)
+
+
 @pytest.mark.slow
 def test_full_benchmark(tmp_path):
-    """The full tier (about an hour on 2 cores): opt-in with ``pytest -m slow``."""
+    """The full tier (hours on 2 cores): opt-in with ``pytest -m slow``."""
+    from hf_autolr.bench.cli import FULL
+    from hf_autolr.bench.workloads import WORKLOADS
+
     main(["--out", str(tmp_path), "--no-progress", "--squad-file", str(SQUAD_SAMPLE)])
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert set(summary) == {"digits_mlp", "digits_cnn_b32", "digits_cnn_b256", "digits_cnn_full", "squad_minilm"}
-    for w in summary.values():
-        assert all(row["seeds"] >= 3 for row in w["rows"].values())
+    assert set(summary) == set(WORKLOADS)
+    for name, w in summary.items():
+        seeds = len(WORKLOADS[name].eval_seeds or FULL["eval_seeds"])
+        assert all(row["seeds"] >= seeds for row in w["rows"].values())
+        assert w["tuned_metric"] > w["untrained_metric"]  # the benchmark discriminates
 
 
 def test_warmup_ended_by_column_reports_test_or_cap_per_seed():
@@ -117,3 +144,17 @@ def test_warmup_ended_by_column_reports_test_or_cap_per_seed():
     summary["w"]["grid_lr"] = {"tuned_linear": 1e-3}
     table = markdown(summary, results)
     assert "## Warmup ended by" in table and "| autolr_gp | test@12×2.5, cap@50×10 |" in table
+
+
+def test_trainer_recipes_are_what_a_user_writes():
+    from hf_autolr.bench.workloads import WORKLOADS
+
+    vision = WORKLOADS["vision_resnet_trainer"]
+    assert METHODS["autolr_gp"].trainer(vision.steps, vision) == {"args": {"lr_scheduler_type": "autolr_gp"}, "optimizer": None}
+    cosine = METHODS["tuned_cosine"].trainer(200, vision)["args"]
+    assert cosine == {"lr_scheduler_type": "cosine", "warmup_steps": 10}  # 5 % of 200 steps
+    adascale = METHODS["adascale"].trainer(vision.steps, vision)["args"]  # gradient samples = accumulated micro-batches
+    assert adascale["per_device_train_batch_size"] * adascale["gradient_accumulation_steps"] == vision.batch_size
+    assert adascale["per_device_train_batch_size"] == vision.micro_batch
+    assert METHODS["prodigy"].trainer(vision.steps, vision)["optimizer"] is not None
+    assert METHODS["hf_warmup_stable_decay"].trainer(100, vision)["args"]["lr_scheduler_kwargs"] == {"num_decay_steps": 20}

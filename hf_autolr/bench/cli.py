@@ -1,7 +1,9 @@
 """``hf-autolr-bench`` / ``python scripts/benchmark.py``: the benchmark, end to end.
 
-Phases: (1) the baselines' LR grid on the tuning seeds, every method and peer at its default on the
-evaluation seeds, and the LR-hint sensitivity runs (×0.1, ×10, ×100 on the first evaluation seed);
+Phases: (0) each workload's untrained model (the floor its metric must clear); (1) the baselines'
+LR grid on the tuning seeds, every method and peer at its default on the evaluation seeds, and the
+LR-hint sensitivity runs (×0.01 … ×100 on the first evaluation seed; slow workloads take fewer
+seeds and hints, as their ``Workload`` says);
 (2) the two baselines at their selected LR on the evaluation seeds; (3) per-step overhead and
 state memory, paired in one process against AdamW at a constant LR; (4) ``results.json``,
 ``table.md``, ``ratio_to_tuned.png`` and ``curves.png`` in ``--out``.
@@ -25,7 +27,7 @@ from hf_autolr.bench.methods import BASELINES, METHODS
 from hf_autolr.bench.report import markdown, plots, select_grid, summarise
 from hf_autolr.bench.workloads import QUICK_WORKLOADS, WORKLOADS, Workload
 
-HINT_MULTIPLIERS = (0.1, 10.0, 100.0)
+HINT_MULTIPLIERS = (0.01, 0.1, 10.0, 100.0)
 FULL = {"tuning_seeds": (100, 101), "eval_seeds": (0, 1, 2), "hints": HINT_MULTIPLIERS, "grid": None}
 QUICK = {"tuning_seeds": (100,), "eval_seeds": (0,), "hints": (10.0,), "grid": 2}
 _WORKER_STATE: dict[str, Any] = {}
@@ -53,8 +55,13 @@ def _execute(job: dict[str, Any], workload: Workload) -> dict[str, Any]:
     """Run one job in this (worker) process; tasks are loaded once per process."""
     from hf_autolr.bench.runner import run_one  # noqa: PLC0415
 
+    from hf_autolr.bench.runner import untrained  # noqa: PLC0415
+
     if workload.name not in _WORKER_STATE:
         _WORKER_STATE[workload.name] = workload.load()
+    if job["phase"] == "untrained":
+        return dict(untrained(_WORKER_STATE[workload.name], job["seed"]), workload=workload.name, phase="untrained",
+                    method=job["method"], lr=job["lr"])
     record = run_one(workload, _WORKER_STATE[workload.name], METHODS[job["method"]], job["lr"], job["seed"])
     record.update(phase=job["phase"], multiplier=job.get("multiplier", 1.0))
     return record
@@ -101,19 +108,31 @@ def _grid(workload, tier) -> tuple[float, ...]:
     return workload.lr_grid[middle : middle + tier["grid"]]
 
 
+def _eval_seeds(workload, tier) -> tuple[int, ...]:
+    return workload.eval_seeds if workload.eval_seeds and tier is FULL else tier["eval_seeds"]
+
+
+def runs_on(workload, method: str) -> bool:
+    """Whether ``method`` runs on ``workload``: on Trainer workloads, only methods with a Trainer recipe."""
+    return workload.driver != "trainer" or METHODS[method].trainer is not None
+
+
 def plan_first(workloads, methods, tier) -> list[dict]:
     jobs = []
     for w in workloads:
-        for m in methods:
+        seeds = _eval_seeds(w, tier)
+        jobs.append(dict(phase="untrained", workload=w.name, method="none", lr=0.0, seed=seeds[0]))
+        for m in (m for m in methods if runs_on(w, m)):
             method = METHODS[m]
             if m in BASELINES:
-                seeds = w.tuning_seeds or tier["tuning_seeds"]
-                jobs += [dict(phase="grid", workload=w.name, method=m, lr=lr, seed=s) for lr in _grid(w, tier) for s in seeds]
+                tuning = w.tuning_seeds or tier["tuning_seeds"]
+                jobs += [dict(phase="grid", workload=w.name, method=m, lr=lr, seed=s) for lr in _grid(w, tier) for s in tuning]
                 continue
-            jobs += [dict(phase="eval", workload=w.name, method=m, lr=method.default_lr, seed=s) for s in tier["eval_seeds"]]
+            jobs += [dict(phase="eval", workload=w.name, method=m, lr=method.default_lr, seed=s) for s in seeds]
             if method.takes_hint:
-                jobs += [dict(phase="hint", workload=w.name, method=m, lr=method.default_lr * k, seed=tier["eval_seeds"][0], multiplier=k)
-                         for k in (w.hint_multipliers or tier["hints"])]
+                hints = w.hint_multipliers if w.hint_multipliers and tier is FULL else tier["hints"]
+                jobs += [dict(phase="hint", workload=w.name, method=m, lr=method.default_lr * k, seed=seeds[0], multiplier=k)
+                         for k in hints]
     return [dict(j, key=_key(j["phase"], j["workload"], j["method"], j["lr"], j["seed"])) for j in jobs]
 
 
@@ -121,10 +140,10 @@ def plan_selected(workloads, methods, tier, results) -> list[dict]:
     runs = list(results["runs"].values())
     jobs = []
     for w in workloads:
-        for m in (b for b in methods if b in BASELINES):
+        for m in (b for b in methods if b in BASELINES and runs_on(w, b)):
             lr = select_grid(runs, w.name, m)
             jobs += [dict(phase="eval", workload=w.name, method=m, lr=lr, seed=s, key=_key("eval", w.name, m, lr, s))
-                     for s in tier["eval_seeds"]]
+                     for s in _eval_seeds(w, tier)]
     return jobs
 
 
@@ -133,7 +152,7 @@ def _overheads(workloads, methods, results, path, args) -> None:
 
     _init_worker(args.threads)
     blocks, block_steps = (2, 3) if args.quick else (6, 30)
-    for w in workloads:
+    for w in (w for w in workloads if w.driver == "loop"):  # Trainer workloads: timed by the loop workloads
         task = None
         for m in methods:
             key = f"{w.name}|{m}"
@@ -185,9 +204,9 @@ def main(argv: list[str] | None = None) -> Path:
     if args.squad_file:
         from dataclasses import replace  # noqa: PLC0415
 
-        table = {n: replace(w, options={**w.options, "squad_file": args.squad_file}) if w.loader == "qa" else w for n, w in table.items()}
-    names = args.workloads.split(",") if args.workloads else [n for n, w in table.items() if w.loader != "qa" or args.squad_file]
-    if any(table[n].loader == "qa" for n in names) and not args.squad_file:
+        table = {n: replace(w, options={**w.options, "squad_file": args.squad_file}) if w.needs_squad_file else w for n, w in table.items()}
+    names = args.workloads.split(",") if args.workloads else [n for n, w in table.items() if not w.needs_squad_file or args.squad_file]
+    if any(table[n].needs_squad_file for n in names) and not args.squad_file:
         raise SystemExit("the squad_minilm workload needs --squad-file (a SQuAD JSON file)")
     if len(names) < len(table) and not args.workloads:
         print("no --squad-file: the squad_minilm workload is left out", file=sys.stderr)

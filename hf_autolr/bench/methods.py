@@ -14,6 +14,10 @@
 
 Every AdamW here has betas (0.9, 0.999) and weight decay 0.01; peers that take weight
 decay get the same 0.01.
+
+On ``Trainer`` workloads a method runs as a user would write it (``Method.trainer``): our
+schedulers and HF's by ``lr_scheduler_type``, CLARS and Schedule-Free by ``optim``, Prodigy and
+D-Adaptation as ``optimizers=(optimizer, None)`` with ``lr_scheduler_type="cosine"``.
 """
 
 from __future__ import annotations
@@ -58,6 +62,27 @@ class Method:
     build: Callable[..., Setup]
     default_lr: float | None = HF_DEFAULT_LR  # None: the LR comes from the grid (baselines)
     takes_hint: bool = True  # report the sensitivity to the LR hint (ours)
+    trainer: Callable[..., dict] | None = None  # (steps, workload) -> Trainer recipe; None: not on Trainer workloads
+
+
+def trainer_recipe(lr_scheduler_type: str, *, warmup: bool = False, optimizer: Callable | None = None,
+                   accumulate: bool = False, **args: Any) -> Callable[..., dict]:
+    """How a user runs a method with ``Trainer``: ``{"args": TrainingArguments kwargs, "optimizer":
+    model, lr -> optimizer or None}``; ``warmup``: 5% warmup steps; ``accumulate``: the batch as
+    micro-batches of ``workload.micro_batch`` accumulated (AdaScale's gradient samples)."""
+
+    def recipe(steps: int, workload: Any) -> dict:
+        extra = dict(args)
+        if warmup:
+            extra["warmup_steps"] = _warmup(steps)
+        if callable(extra.get("lr_scheduler_kwargs")):
+            extra["lr_scheduler_kwargs"] = extra["lr_scheduler_kwargs"](steps)
+        if accumulate:
+            extra.update(per_device_train_batch_size=workload.micro_batch,
+                         gradient_accumulation_steps=workload.batch_size // workload.micro_batch)
+        return {"args": {"lr_scheduler_type": lr_scheduler_type, **extra}, "optimizer": optimizer}
+
+    return recipe
 
 
 def _groups(model: nn.Module, weight_decay: float = WEIGHT_DECAY) -> list[dict]:
@@ -106,12 +131,12 @@ def _hf_on_eval(name: str) -> Callable[..., Setup]:
     return build
 
 
-def _ours(name: str) -> Callable[..., Setup]:
+def _ours(name: str, **options: Any) -> Callable[..., Setup]:
     def build(model: nn.Module, lr: float, steps: int, workload: Any) -> Setup:
         from hf_autolr.registry import build_scheduler  # noqa: PLC0415
 
         optimizer = adamw(model, lr)
-        scheduler = build_scheduler(name, optimizer, num_training_steps=steps)
+        scheduler = build_scheduler(name, optimizer, num_training_steps=steps, **options)
         scheduler.attach(model)
         setup = Setup(optimizer, scheduler, observe=scheduler.needs_loss, cleanup=getattr(scheduler, "detach", lambda: None))
         if name == "adascale":  # gradient samples: the batch's micro-batches (S = batch / micro_batch)
@@ -140,38 +165,64 @@ def _schedule_free(model: nn.Module, lr: float, steps: int, workload: Any) -> Se
     return Setup(optimizer, None, eval_weights=True)
 
 
-def _lr_free(cls_path: str, **options: Any) -> Callable[..., Setup]:
-    def build(model: nn.Module, lr: float, steps: int, workload: Any) -> Setup:
+def _lr_free_optimizer(cls_path: str, **options: Any) -> Callable[[nn.Module, float], torch.optim.Optimizer]:
+    def make(model: nn.Module, lr: float) -> torch.optim.Optimizer:
         import importlib  # noqa: PLC0415
 
+        module, _, name = cls_path.partition(":")
+        return getattr(importlib.import_module(module), name)(_groups(model), lr=lr, **options)
+
+    return make
+
+
+def _lr_free(cls_path: str, **options: Any) -> Callable[..., Setup]:
+    make = _lr_free_optimizer(cls_path, **options)
+
+    def build(model: nn.Module, lr: float, steps: int, workload: Any) -> Setup:
         from transformers import get_scheduler  # noqa: PLC0415
 
-        module, _, name = cls_path.partition(":")
-        optimizer = getattr(importlib.import_module(module), name)(_groups(model), lr=lr, **options)
+        optimizer = make(model, lr)
         scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=0, num_training_steps=steps)
         return Setup(optimizer, scheduler)
 
     return build
 
 
+_WSD_DECAY = 0.2
+WIDE = {"min_lr_ratio": 0.01, "max_lr_ratio": 1e4, "rollback": "start", "backoff": 0.3}  # autolr_gp without a usable hint
+_PRODIGY = ("prodigyopt:Prodigy", {"safeguard_warmup": True})
+_DADAPT = ("dadaptation:DAdaptAdam", {"decouple": True})
+
+
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("tuned_cosine", "AdamW, warmup+cosine, LR tuned on grid", "baseline", _hf_schedule("cosine"), None, False),
-        Method("tuned_linear", "AdamW, warmup+linear, LR tuned on grid", "baseline", _hf_schedule("linear"), None, False),
-        Method("constant", "AdamW, constant LR 5e-5 (untuned HF default LR)", "baseline", _hf_schedule("constant"), HF_DEFAULT_LR, False),
-        Method("autolr_gp", "hf_autolr autolr_gp", "ours", _ours("autolr_gp")),
-        Method("adascale", "hf_autolr adascale", "ours", _ours("adascale")),
-        Method("lrtuner", "hf_autolr lrtuner", "ours", _ours("lrtuner")),
-        Method("autodrop", "hf_autolr autodrop", "ours", _ours("autodrop")),
-        Method("clars", "hf_autolr CLARS (+linear decay)", "ours", _clars, 1.0),
-        Method("schedule_free_adamw", "Schedule-Free AdamW (lr 0.0025)", "peer", _schedule_free, 0.0025, False),
-        Method("prodigy", "Prodigy (lr 1, cosine)", "peer", _lr_free("prodigyopt:Prodigy", safeguard_warmup=True), 1.0, False),
-        Method("dadapt_adam", "D-Adaptation Adam (lr 1, cosine)", "peer", _lr_free("dadaptation:DAdaptAdam", decouple=True), 1.0, False),
-        Method("hf_reduce_lr_on_plateau", "HF reduce_lr_on_plateau (AdamW 5e-5)", "peer", _hf_on_eval("reduce_lr_on_plateau"), takes_hint=False),
-        Method("hf_greedy", "HF greedy (AdamW 5e-5)", "peer", _hf_on_eval("greedy"), takes_hint=False),
+        Method("tuned_cosine", "AdamW, warmup+cosine, LR tuned on grid", "baseline", _hf_schedule("cosine"), None, False,
+               trainer_recipe("cosine", warmup=True)),
+        Method("tuned_linear", "AdamW, warmup+linear, LR tuned on grid", "baseline", _hf_schedule("linear"), None, False,
+               trainer_recipe("linear", warmup=True)),
+        Method("constant", "AdamW, constant LR 5e-5 (untuned HF default LR)", "baseline", _hf_schedule("constant"), HF_DEFAULT_LR, False,
+               trainer_recipe("constant")),
+        Method("autolr_gp", "hf_autolr autolr_gp", "ours", _ours("autolr_gp"), trainer=trainer_recipe("autolr_gp")),
+        Method("autolr_gp_wide", "hf_autolr autolr_gp, six-decade range + rollback (no-hint preset)", "ours",
+               _ours("autolr_gp", **WIDE), takes_hint=False, trainer=trainer_recipe("autolr_gp", lr_scheduler_kwargs=lambda steps: dict(WIDE))),
+        Method("adascale", "hf_autolr adascale", "ours", _ours("adascale"), trainer=trainer_recipe("adascale", accumulate=True)),
+        Method("lrtuner", "hf_autolr lrtuner", "ours", _ours("lrtuner"), trainer=trainer_recipe("lrtuner")),
+        Method("autodrop", "hf_autolr autodrop", "ours", _ours("autodrop"), trainer=trainer_recipe("autodrop")),
+        Method("clars", "hf_autolr CLARS (+linear decay)", "ours", _clars, 1.0, trainer=trainer_recipe("linear", optim="clars")),
+        Method("schedule_free_adamw", "Schedule-Free AdamW (lr 0.0025)", "peer", _schedule_free, 0.0025, False,
+               trainer_recipe("constant", warmup=True, optim="schedule_free_adamw")),
+        Method("prodigy", "Prodigy (lr 1, cosine)", "peer", _lr_free(_PRODIGY[0], **_PRODIGY[1]), 1.0, False,
+               trainer_recipe("cosine", optimizer=_lr_free_optimizer(_PRODIGY[0], **_PRODIGY[1]))),
+        Method("dadapt_adam", "D-Adaptation Adam (lr 1, cosine)", "peer", _lr_free(_DADAPT[0], **_DADAPT[1]), 1.0, False,
+               trainer_recipe("cosine", optimizer=_lr_free_optimizer(_DADAPT[0], **_DADAPT[1]))),
+        Method("hf_reduce_lr_on_plateau", "HF reduce_lr_on_plateau (AdamW 5e-5)", "peer", _hf_on_eval("reduce_lr_on_plateau"),
+               takes_hint=False, trainer=trainer_recipe("reduce_lr_on_plateau")),
+        Method("hf_greedy", "HF greedy (AdamW 5e-5)", "peer", _hf_on_eval("greedy"), takes_hint=False, trainer=trainer_recipe("greedy")),
         Method("hf_warmup_stable_decay", "HF warmup_stable_decay (AdamW 5e-5)", "peer",
-               _hf_schedule("warmup_stable_decay", decay_fraction=0.2), takes_hint=False),
+               _hf_schedule("warmup_stable_decay", decay_fraction=_WSD_DECAY), takes_hint=False,
+               trainer=trainer_recipe("warmup_stable_decay", warmup=True,
+                                      lr_scheduler_kwargs=lambda steps: {"num_decay_steps": round(_WSD_DECAY * steps)})),
     )
 }
 

@@ -93,7 +93,9 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
                 hints[r["method"]][r["multiplier"]] = _ratio(r["metric"], tuned_metric)
         for m in rows.keys() & hints.keys():  # × 1: the eval run on the hint runs' seed (the first)
             hints[m][1.0] = _ratio(min(evals[m], key=lambda r: r["seed"])["metric"], tuned_metric)
+        floor = [r["metric"] for r in runs if r["workload"] == w and r["phase"] == "untrained"]
         out[w] = {"tuned": tuned, "tuned_metric": tuned_metric, "target_val_loss": target, "grid_cpu_s": grid_cpu,
+                  "untrained_metric": floor[0] if floor else None,
                   "grid_lr": {b: select_grid(runs, w, b) for b in present}, "rows": rows, "hint_ratios": dict(hints)}
     return out
 
@@ -134,6 +136,8 @@ def markdown(summary: dict[str, Any], results: dict[str, Any]) -> str:
         lines.append(f"| {m} | " + " | ".join(cells) + " |\n")
     lines.append("\ntuned = " + ", ".join(
         f"{w}: {summary[w]['tuned']} at LR {summary[w]['grid_lr'][summary[w]['tuned']]:.0e}" for w in workloads) + "\n")
+    lines.append("\nuntrained model (the floor) = " + ", ".join(
+        f"{w}: {_fmt(summary[w].get('untrained_metric'), '.1f')}" for w in workloads) + "\n")
 
     for title, key, spec in (
         ("Final validation loss (mean over evaluation seeds)", "val_loss", ".3f"),
@@ -164,7 +168,7 @@ def markdown(summary: dict[str, Any], results: dict[str, Any]) -> str:
             lines.append(f"| {m} | " + " | ".join(cells) + " |\n")
 
     if any(summary[w]["hint_ratios"] for w in workloads):
-        lines += ["\n## Sensitivity to the LR hint (ratio to tuned, seed = first evaluation seed; hint × 0.1 / 1 / 10 / 100)\n", head]
+        lines += ["\n## Sensitivity to the LR hint (ratio to tuned, seed = first evaluation seed; each hint multiplier run, ascending: × 0.01 / 0.1 / 1 / 10 / 100 where run)\n", head]
         for m in methods:
             if not any(m in summary[w]["hint_ratios"] for w in workloads):
                 continue

