@@ -65,7 +65,7 @@ class VisionArguments:
     image_column_name: str = field(default="image", metadata={"help": "image column of --dataset_name"})
     label_column_name: str = field(default="label", metadata={"help": "label column of --dataset_name"})
     train_split: str = field(default="train", metadata={"help": "training split of --dataset_name"})
-    eval_split: str | None = field(default=None, metadata={"help": "held-out split; default: 20% of --train_split"})
+    eval_split: str | None = field(default=None, metadata={"help": "held-out split; default: 20 percent of --train_split"})
     max_train_samples: int | None = field(default=None, metadata={"help": "truncate the training set"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "truncate the held-out set"})
 

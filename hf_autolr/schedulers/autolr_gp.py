@@ -51,6 +51,7 @@ or the cap's).
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
@@ -104,7 +105,7 @@ class AutoLRGP(FeedbackScheduler):
         last_epoch: int = -1,
     ) -> None:
         m = self.name
-        check_number(m, "num_training_steps", num_training_steps, low=2, integer=True)
+        check_number(m, "num_training_steps", num_training_steps, low=1, integer=True)
         check_number(m, "min_lr_ratio", min_lr_ratio, low=0, low_inclusive=False)
         check_number(m, "max_lr_ratio", max_lr_ratio, low=min_lr_ratio, low_inclusive=False)
         check_choice(m, "warmup_type", warmup_type, ("exp", "linear"))
@@ -134,6 +135,9 @@ class AutoLRGP(FeedbackScheduler):
             warmup_cap = int(max_warmup_fraction * num_training_steps)
         self.total_steps = num_training_steps
         self.warmup_cap = max(1, min(warmup_cap, num_training_steps - 1))
+        if self.warmup_cap <= min_observations:
+            warnings.warn(f"{m}: a warmup of at most {self.warmup_cap} steps (of {num_training_steps}) is too short for a test "
+                          f"(min_observations={min_observations}): the warmup runs to its cap", RuntimeWarning, stacklevel=2)
         self.min_lr_ratio = float(min_lr_ratio)
         self.max_lr_ratio = float(max_lr_ratio)
         self.warmup_type = warmup_type
