@@ -74,7 +74,7 @@ def main(argv=None):
     log_level = training_args.get_process_log_level()
     logger.setLevel(log_level)
     transformers.utils.logging.set_verbosity(log_level)
-    logger.warning("process rank %s of %s, device %s", training_args.process_index, training_args.world_size,
+    logger.info("process rank %s of %s, device %s", training_args.process_index, training_args.world_size,
                    training_args.device)
     set_seed(training_args.seed)
 

@@ -447,3 +447,16 @@ def test_trainer_v2_evaluation_scores_unanswerable_questions(tmp_path):
     expected = squad_v2(predictions, references_from_examples(examples))
     assert metrics["eval_f1"] == pytest.approx(expected["f1"])
     assert metrics["eval_NoAns_total"] == sum(not a["text"] for a in examples["answers"])
+
+
+def test_main_job_pins_memory_only_when_a_gpu_is_there():
+    """No DataLoader warning about pin_memory on a CPU-only machine; the flag still works."""
+    import torch
+    from transformers import HfArgumentParser
+
+    from hf_autolr.qa.arguments import QATrainingArguments
+
+    (default,) = HfArgumentParser((QATrainingArguments,)).parse_args_into_dataclasses([])
+    assert default.dataloader_pin_memory == torch.cuda.is_available()
+    (forced,) = HfArgumentParser((QATrainingArguments,)).parse_args_into_dataclasses(["--dataloader_pin_memory", "true"])
+    assert forced.dataloader_pin_memory is True

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from transformers import TrainingArguments
 
 EMBEDDED_MAX_SEQ_LENGTH = 96
@@ -142,4 +143,8 @@ class QATrainingArguments(TrainingArguments):
         default=0, metadata={"help": "Warmup steps (>= 1) or fraction (< 1); autolr_gp finds its own warmup (this caps it)"}
     )
     logging_steps: float = field(default=10, metadata={"help": "Log the training loss every N steps"})
+    dataloader_pin_memory: bool = field(
+        default_factory=torch.cuda.is_available,
+        metadata={"help": "Pin batches in page-locked memory (default: only when a GPU is there)"},
+    )
     save_strategy: str = field(default="no", metadata={"help": "Checkpoint strategy: no, steps, epoch or best"})
