@@ -1,4 +1,4 @@
-"""The benchmark (issue #7): every hf_autolr method and the peers against a tuned baseline.
+"""The benchmark: every hf_autolr method and the peers (Prodigy, Schedule-Free, D-Adaptation, HF's schedules) against a tuned baseline.
 
     python scripts/benchmark.py            # full run (about 4 hours on 2 CPU cores) -> results/benchmark/
     python scripts/benchmark.py --quick    # smoke tier (minutes) -> results/tmp/benchmark_quick/

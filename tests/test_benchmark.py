@@ -1,4 +1,4 @@
-"""The benchmark pipeline (issue #7): the --quick tier end to end, resumability, and the report's
+"""The benchmark pipeline: the --quick tier end to end, resumability, and the report's
 definitions on hand-made runs. The numbers of the quick tier are not checked, only the plumbing."""
 
 from __future__ import annotations

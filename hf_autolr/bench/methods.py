@@ -175,8 +175,8 @@ def _lr_free_optimizer(cls_path: str, **options: Any) -> Callable[[nn.Module, fl
     return make
 
 
-def _lr_free(cls_path: str, **options: Any) -> Callable[..., Setup]:
-    make = _lr_free_optimizer(cls_path, **options)
+def _lr_free(make: Callable[[nn.Module, float], torch.optim.Optimizer]) -> Callable[..., Setup]:
+    """An LR-free optimizer (lr 1) under transformers' cosine decay, no warmup."""
 
     def build(model: nn.Module, lr: float, steps: int, workload: Any) -> Setup:
         from transformers import get_scheduler  # noqa: PLC0415
@@ -190,8 +190,8 @@ def _lr_free(cls_path: str, **options: Any) -> Callable[..., Setup]:
 
 _WSD_DECAY = 0.2
 WIDE = {"min_lr_ratio": 0.01, "max_lr_ratio": 1e4, "rollback": "start", "backoff": 0.3}  # autolr_gp without a usable hint
-_PRODIGY = ("prodigyopt:Prodigy", {"safeguard_warmup": True})
-_DADAPT = ("dadaptation:DAdaptAdam", {"decouple": True})
+_PRODIGY = _lr_free_optimizer("prodigyopt:Prodigy", safeguard_warmup=True)
+_DADAPT = _lr_free_optimizer("dadaptation:DAdaptAdam", decouple=True)
 
 
 METHODS: dict[str, Method] = {
@@ -205,17 +205,17 @@ METHODS: dict[str, Method] = {
                trainer_recipe("constant")),
         Method("autolr_gp", "hf_autolr autolr_gp", "ours", _ours("autolr_gp"), trainer=trainer_recipe("autolr_gp")),
         Method("autolr_gp_wide", "hf_autolr autolr_gp, six-decade range + rollback (no-hint preset)", "ours",
-               _ours("autolr_gp", **WIDE), takes_hint=False, trainer=trainer_recipe("autolr_gp", lr_scheduler_kwargs=lambda steps: dict(WIDE))),
+               _ours("autolr_gp", **WIDE), takes_hint=False, trainer=trainer_recipe("autolr_gp", lr_scheduler_kwargs=WIDE)),
         Method("adascale", "hf_autolr adascale", "ours", _ours("adascale"), trainer=trainer_recipe("adascale", accumulate=True)),
         Method("lrtuner", "hf_autolr lrtuner", "ours", _ours("lrtuner"), trainer=trainer_recipe("lrtuner")),
         Method("autodrop", "hf_autolr autodrop", "ours", _ours("autodrop"), trainer=trainer_recipe("autodrop")),
         Method("clars", "hf_autolr CLARS (+linear decay)", "ours", _clars, 1.0, trainer=trainer_recipe("linear", optim="clars")),
         Method("schedule_free_adamw", "Schedule-Free AdamW (lr 0.0025)", "peer", _schedule_free, 0.0025, False,
                trainer_recipe("constant", warmup=True, optim="schedule_free_adamw")),
-        Method("prodigy", "Prodigy (lr 1, cosine)", "peer", _lr_free(_PRODIGY[0], **_PRODIGY[1]), 1.0, False,
-               trainer_recipe("cosine", optimizer=_lr_free_optimizer(_PRODIGY[0], **_PRODIGY[1]))),
-        Method("dadapt_adam", "D-Adaptation Adam (lr 1, cosine)", "peer", _lr_free(_DADAPT[0], **_DADAPT[1]), 1.0, False,
-               trainer_recipe("cosine", optimizer=_lr_free_optimizer(_DADAPT[0], **_DADAPT[1]))),
+        Method("prodigy", "Prodigy (lr 1, cosine)", "peer", _lr_free(_PRODIGY), 1.0, False,
+               trainer_recipe("cosine", optimizer=_PRODIGY)),
+        Method("dadapt_adam", "D-Adaptation Adam (lr 1, cosine)", "peer", _lr_free(_DADAPT), 1.0, False,
+               trainer_recipe("cosine", optimizer=_DADAPT)),
         Method("hf_reduce_lr_on_plateau", "HF reduce_lr_on_plateau (AdamW 5e-5)", "peer", _hf_on_eval("reduce_lr_on_plateau"),
                takes_hint=False, trainer=trainer_recipe("reduce_lr_on_plateau")),
         Method("hf_greedy", "HF greedy (AdamW 5e-5)", "peer", _hf_on_eval("greedy"), takes_hint=False, trainer=trainer_recipe("greedy")),

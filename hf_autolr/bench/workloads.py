@@ -100,6 +100,17 @@ def _cnn() -> nn.Module:
     )
 
 
+@torch.no_grad()
+def _loss_and_accuracy(net: nn.Module, logits_of: Callable[[nn.Module], torch.Tensor], labels: torch.Tensor) -> tuple[float, float]:
+    """Validation cross-entropy (∞ when not finite) and accuracy % in eval mode; the mode is restored."""
+    was_training = net.training
+    net.eval()
+    logits = logits_of(net)
+    net.train(was_training)
+    loss = float(F.cross_entropy(logits, labels))
+    return (loss if math.isfinite(loss) else math.inf), float((logits.argmax(1) == labels).float().mean()) * 100
+
+
 def _index_batches(n: int, batch: int, seed: int) -> Iterator[torch.Tensor]:
     generator = torch.Generator().manual_seed(10_000 + seed)
     while True:
@@ -122,14 +133,7 @@ def _digits_task(workload: Workload) -> Task:
         for index in _index_batches(len(y), workload.batch_size, seed):
             yield x[index], y[index]
 
-    @torch.no_grad()
-    def evaluate(net: nn.Module) -> tuple[float, float]:
-        was_training = net.training
-        net.eval()
-        logits = net(xv)
-        net.train(was_training)
-        loss = float(F.cross_entropy(logits, yv))
-        return (loss if math.isfinite(loss) else math.inf), float((logits.argmax(1) == yv).float().mean()) * 100
+    evaluate = lambda net: _loss_and_accuracy(net, lambda m: m(xv), yv)  # noqa: E731
 
     @torch.no_grad()
     def recalibrate(net: nn.Module) -> None:
@@ -285,14 +289,8 @@ def _vision_task(workload: Workload) -> Task:
         for index in _index_batches(len(y), workload.batch_size, seed):
             yield {"pixel_values": x[index], "labels": y[index]}
 
-    @torch.no_grad()
-    def evaluate(net: nn.Module) -> tuple[float, float]:
-        was_training = net.training
-        net.eval()
-        logits = torch.cat([net(pixel_values=xv[k : k + 256]).logits for k in range(0, len(yv), 256)])
-        net.train(was_training)
-        loss = float(F.cross_entropy(logits, yv))
-        return (loss if math.isfinite(loss) else math.inf), float((logits.argmax(1) == yv).float().mean()) * 100
+    chunks = lambda m: torch.cat([m(pixel_values=xv[k : k + 256]).logits for k in range(0, len(yv), 256)])  # noqa: E731
+    evaluate = lambda net: _loss_and_accuracy(net, chunks, yv)  # noqa: E731
 
     def compute_metrics(prediction: Any) -> dict[str, float]:
         return {workload.metric_name: 100 * vision.accuracy(prediction)["accuracy"]}

@@ -65,6 +65,7 @@ from hf_autolr.schedulers.gp_smoothing import (
     prob_minimum_behind,
     single_thread,
 )
+from hf_autolr.schedulers.snapshot import Snapshot, restore_snapshot, take_snapshot
 
 WARMUP, DECAY = "warmup", "decay"
 
@@ -158,7 +159,7 @@ class AutoLRGP(FeedbackScheduler):
         self.rollback = rollback
         self.backoff = float(backoff)
         self.seed = seed
-        self._snapshot: list[tuple[torch.Tensor, torch.Tensor]] = []  # (live, copy); not in state_dict
+        self._snapshot: Snapshot | None = None  # in memory only: not in state_dict
         self.snapshot_step = -1
         self.rolled_back_to = -1
         self.num_snapshots = 0
@@ -214,8 +215,7 @@ class AutoLRGP(FeedbackScheduler):
     def update(self, loss: float | None) -> None:  # noqa: D102 - see FeedbackScheduler
         if self.phase != WARMUP:
             if loss is not None:  # the logged EMA keeps tracking the loss after the switch
-                alpha = self._ema_alpha()
-                self.loss_ema = loss if math.isnan(self.loss_ema) else (1 - alpha) * self.loss_ema + alpha * loss
+                self._track_ema(loss)
             return
         step = self.last_epoch
         while len(self.losses) < step:  # steps that were never observed
@@ -223,8 +223,7 @@ class AutoLRGP(FeedbackScheduler):
         if loss is not None:
             self.losses.append(loss)
             self.num_finite += 1
-            alpha = self._ema_alpha()
-            self.loss_ema = loss if math.isnan(self.loss_ema) else (1 - alpha) * self.loss_ema + alpha * loss
+            alpha = self._track_ema(loss)
             self.loss_ema_min = min(self.loss_ema_min, self.loss_ema)
             if not math.isnan(self.last_loss):
                 half_sq_diff = 0.5 * (loss - self.last_loss) ** 2
@@ -235,40 +234,23 @@ class AutoLRGP(FeedbackScheduler):
             self._switch(next_step, self.backoff * self.warmup_factor(next_step), "warmup_cap")
         elif next_step % self.test_interval == 0:
             if self._minimum_is_behind(next_step):
-                self._switch(next_step, self.backoff * self.warmup_factor(self.minimum_step), "gp_minimum")
                 self._restore_snapshot()
+                self._switch(next_step, self.backoff * self.warmup_factor(self.minimum_step), "gp_minimum")
             elif self.rollback == "minimum" and loss is not None and self.loss_ema <= self.loss_ema_min:
                 self._take_snapshot(next_step)
         if self.rollback == "start" and self.snapshot_step < 0 and self.phase == WARMUP:
             self._take_snapshot(next_step)
 
     # -- rollback -------------------------------------------------------------------------------
-    def _live_tensors(self):
-        for group in self.optimizer.param_groups:
-            for param in group["params"]:
-                yield param
-                for value in self.optimizer.state.get(param, {}).values():
-                    if isinstance(value, torch.Tensor):
-                        yield value
-
-    @torch.no_grad()
     def _take_snapshot(self, step: int) -> None:
-        live = list(self._live_tensors())
-        if len(live) != len(self._snapshot) or any(a is not b for a, (b, _) in zip(live, self._snapshot)):
-            self._snapshot = [(t, t.detach().clone()) for t in live]
-        else:
-            for t, copy in self._snapshot:
-                copy.copy_(t)
+        self._snapshot = take_snapshot(self.optimizer)
         self.snapshot_step = step
         self.num_snapshots += 1
 
-    @torch.no_grad()
     def _restore_snapshot(self) -> None:
-        if self._snapshot:
-            for t, copy in self._snapshot:
-                t.copy_(copy)
+        if self._snapshot is not None:
+            restore_snapshot(self.optimizer, *self._snapshot)
             self.rolled_back_to = self.snapshot_step
-        self._snapshot = []
 
     def state_dict(self) -> dict[str, object]:  # noqa: D102 - the weight copy stays in memory
         state = super().state_dict()
@@ -277,13 +259,14 @@ class AutoLRGP(FeedbackScheduler):
 
     def load_state_dict(self, state_dict: dict[str, object]) -> None:  # noqa: D102
         super().load_state_dict(state_dict)
-        self._snapshot = []
+        self._snapshot = None
 
     def _switch(self, step: int, factor: float, reason: str) -> None:
         self.phase = DECAY
         self.switch_step = step
         self.switch_factor = float(factor)
         self.switch_reason = reason
+        self._snapshot = None  # whatever ended the warmup, the copy is no longer needed
 
     def _minimum_is_behind(self, num_steps: int) -> bool:
         """One test: vote, keep the last ``patience`` votes, True when all of them are yes."""
@@ -301,6 +284,12 @@ class AutoLRGP(FeedbackScheduler):
 
     def _ema_alpha(self) -> float:
         return 2.0 / (self.test_interval + 1.0)
+
+    def _track_ema(self, loss: float) -> float:
+        """Fold ``loss`` into the loss EMA; returns the EMA's weight."""
+        alpha = self._ema_alpha()
+        self.loss_ema = loss if math.isnan(self.loss_ema) else (1 - alpha) * self.loss_ema + alpha * loss
+        return alpha
 
     def _ema_has_risen(self) -> bool:
         """Cheap gate: the loss EMA sits more than one EMA-noise σ above its running minimum."""

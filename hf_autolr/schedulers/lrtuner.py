@@ -52,7 +52,6 @@ win, and a round with no scorable current LR keeps f unless another candidate ha
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any
 
@@ -60,15 +59,10 @@ import torch
 
 from hf_autolr._validation import check_choice, check_number
 from hf_autolr.schedulers.base import FeedbackScheduler
-from hf_autolr.schedulers.param_subset import optimizer_params
+from hf_autolr.schedulers.snapshot import restore_snapshot, take_snapshot
 
 WARMUP, EXPLORE, EXPLOIT = "warmup", "explore", "exploit"
 _PHASE_CODE = {WARMUP: 0.0, EXPLORE: 1.0, EXPLOIT: 2.0}
-_LR_KEYS = {"params", "lr", "initial_lr"}
-
-
-def _clone(value: Any) -> Any:
-    return value.detach().clone() if isinstance(value, torch.Tensor) else copy.deepcopy(value)
 
 
 class LRTuner(FeedbackScheduler):
@@ -287,45 +281,10 @@ class LRTuner(FeedbackScheduler):
         return math.sqrt(squares / dof) if dof else None
 
     def _take_snapshot(self) -> None:
-        params = optimizer_params(self.optimizer)
-        state = self.optimizer.state
-        self.snapshot_params = [p.detach().clone() for p in params]
-        self.snapshot_state = [{k: _clone(v) for k, v in state[p].items()} if p in state else {} for p in params]
-        self.snapshot_groups = [
-            {k: _clone(v) for k, v in g.items() if k not in _LR_KEYS and isinstance(v, (int, float, torch.Tensor))}
-            for g in self.optimizer.param_groups
-        ]
+        self.snapshot_params, self.snapshot_state, self.snapshot_groups = take_snapshot(self.optimizer)
 
-    @torch.no_grad()
     def _restore_snapshot(self) -> None:
-        """Parameters, optimizer state and param-group counters back to the snapshot, in place."""
-        params = optimizer_params(self.optimizer)
-        state = self.optimizer.state
-        for p, saved, saved_state in zip(params, self.snapshot_params, self.snapshot_state):
-            p.copy_(saved)
-            if not saved_state:
-                state.pop(p, None)
-                continue
-            current = state[p] if p in state else {}
-            restored = {}
-            for key, value in saved_state.items():
-                old = current.get(key)
-                if (
-                    isinstance(value, torch.Tensor)
-                    and isinstance(old, torch.Tensor)
-                    and old.shape == value.shape
-                    and old.dtype == value.dtype
-                ):
-                    restored[key] = old.copy_(value)
-                else:
-                    restored[key] = _clone(value)
-            state[p] = restored
-        for group, saved_group in zip(self.optimizer.param_groups, self.snapshot_groups):
-            for key, value in saved_group.items():
-                if isinstance(value, torch.Tensor) and isinstance(group.get(key), torch.Tensor):
-                    group[key].copy_(value)
-                else:
-                    group[key] = _clone(value)
+        restore_snapshot(self.optimizer, self.snapshot_params, self.snapshot_state, self.snapshot_groups)
 
     # -- reporting ------------------------------------------------------------------------------
     def decisions(self) -> dict[str, object]:  # noqa: D102 - see FeedbackScheduler
