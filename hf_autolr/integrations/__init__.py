@@ -1,29 +1,34 @@
-"""The only place that knows transformers' Trainer and Accelerate."""
+"""The only place that knows transformers' Trainer and Accelerate.
 
-from hf_autolr.integrations.accelerate import AcceleratorFeedback
-from hf_autolr.integrations.clars_trainer import ClarsCallback
-from hf_autolr.integrations.optimizer_names import optimizer_cls_and_kwargs, register_optimizer_names
-from hf_autolr.integrations.trainer import (
-    AutoLRCallback,
-    AutoLRTrainer,
-    AutoLRTrainerMixin,
-    add_diagnostics,
-    attach_autolr_callback,
-    patch_trainer_create_scheduler,
-)
-from hf_autolr.integrations.transformers_names import RegistrationError, register_with_transformers
+Names are imported on first use (PEP 562), so ``import hf_autolr.integrations.registration``
+does not import transformers.
+"""
 
-__all__ = [
-    "AcceleratorFeedback",
-    "AutoLRCallback",
-    "AutoLRTrainer",
-    "AutoLRTrainerMixin",
-    "ClarsCallback",
-    "RegistrationError",
-    "add_diagnostics",
-    "attach_autolr_callback",
-    "optimizer_cls_and_kwargs",
-    "patch_trainer_create_scheduler",
-    "register_optimizer_names",
-    "register_with_transformers",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "AcceleratorFeedback": "accelerate",
+    "AutoLRCallback": "trainer",
+    "AutoLRTrainer": "trainer",
+    "AutoLRTrainerMixin": "trainer",
+    "ClarsCallback": "clars_trainer",
+    "RegistrationError": "registration",
+    "add_diagnostics": "trainer",
+    "attach_autolr_callback": "trainer",
+    "optimizer_cls_and_kwargs": "optimizer_names",
+    "patch_trainer": "registration",
+    "register": "registration",
+    "register_optimizer_names": "optimizer_names",
+    "register_with_transformers": "transformers_names",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

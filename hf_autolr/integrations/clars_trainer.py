@@ -1,7 +1,7 @@
 """CLARS inside an unmodified ``Trainer``: per-sample-norm hooks, gradient scale, diagnostics.
 
 CLARS (``hf_autolr.optim.CLARS``) needs the model's per-sample gradient norms at every step.
-``import hf_autolr`` wraps ``Trainer.create_optimizer``: when the optimizer it returns (built from
+``import hf_autolr`` wraps ``Trainer.create_optimizer`` (``registration``): when the optimizer it returns (built from
 ``optim="clars"``, ``optimizer_cls_and_kwargs=(CLARS, ...)`` or passed in ``optimizers=``) needs
 them, it calls ``optimizer.attach(model)`` on the model being trained, unless already attached, and
 adds one :class:`ClarsCallback`.
@@ -164,21 +164,3 @@ def prepare_per_sample_optimizer(trainer: Trainer, optimizer: Any, model: torch.
     if optimizer.tracker is None:
         optimizer.attach(model)
     attach_clars_callback(trainer)
-
-
-def patch_trainer_create_optimizer() -> None:
-    """Make ``Trainer.create_optimizer`` wire optimizers that need per-sample norms (idempotent)."""
-    original = Trainer.create_optimizer
-    if getattr(original, _MARK, False):
-        return
-
-    @functools.wraps(original)
-    def create_optimizer(self, model=None):
-        optimizer = original(self, model)
-        target = per_sample_optimizer(optimizer)
-        if target is not None:
-            prepare_per_sample_optimizer(self, target, self.model if model is None else model)
-        return optimizer
-
-    setattr(create_optimizer, _MARK, True)
-    Trainer.create_optimizer = create_optimizer

@@ -7,11 +7,11 @@ maps the name to ``(class, kwargs)``. ``Trainer.create_optimizer`` then builds
 ``cls(param_groups, **kwargs)`` with two groups, the weights at ``args.weight_decay`` and the biases /
 norm-layer weights at 0 (``get_decay_parameter_names``), so ``weight_decay`` never goes in ``kwargs``.
 
-``register_optimizer_names()`` adds one enum member per name (same recipe as the scheduler names)
-and wraps the staticmethod: our names give our classes, every other name goes to transformers
-unchanged. Both are idempotent. A name transformers already defines is left to transformers, with
-a warning (upstream wins). If the internals moved, it warns and registers nothing; the documented
-route still works: ``Trainer(..., optimizer_cls_and_kwargs=optimizer_cls_and_kwargs(args, "lamb"))``.
+``register_optimizer_names()`` adds one enum member per name (same recipe as the scheduler names);
+``registration`` wraps the staticmethod: our names give our classes, every other name goes to
+transformers unchanged. Both are idempotent. A name transformers already defines is left to
+transformers, with a warning (upstream wins). Without registration the route still works:
+``Trainer(..., optimizer_cls_and_kwargs=optimizer_cls_and_kwargs(args, "lamb"))``.
 
 The keyword arguments (:func:`optimizer_cls_and_kwargs`): ``lr = args.learning_rate``; the defaults of
 ``hf_autolr.optim.factory``; for LAMB and AdamP ``betas = (adam_beta1, adam_beta2)`` and
@@ -23,7 +23,6 @@ type of the constructor argument's default. Unknown keys, ``lr`` and ``weight_de
 
 from __future__ import annotations
 
-import functools
 import inspect
 import warnings
 from typing import Any
@@ -137,53 +136,18 @@ def _add_members(names: list[str]) -> list[str]:
     return registered
 
 
-def _patch_get_optimizer_cls_and_kwargs() -> None:
-    from transformers import Trainer  # noqa: PLC0415
-
-    current = inspect.getattr_static(Trainer, "get_optimizer_cls_and_kwargs")
-    original = current.__func__ if isinstance(current, staticmethod) else current
-    if getattr(original, _MARK, False):
-        return
-
-    @functools.wraps(original)
-    def get_optimizer_cls_and_kwargs(args: Any, model: Any = None) -> tuple[Any, Any]:
-        if is_hf_autolr_optimizer(args.optim):
-            return optimizer_cls_and_kwargs(args)
-        return original(args, model)
-
-    setattr(get_optimizer_cls_and_kwargs, _MARK, True)
-    Trainer.get_optimizer_cls_and_kwargs = staticmethod(get_optimizer_cls_and_kwargs)
-
-
 def register_optimizer_names(names: list[str] | None = None) -> list[str]:
     """Register ``names`` (default: ``clars``, ``lars``, ``lamb``, ``adamp``) as ``TrainingArguments.optim``
-    values, and hook the Trainer so CLARS gets its per-sample-norm hooks (``clars_trainer``).
-    Idempotent; returns the names that are ours. Call in every process before ``TrainingArguments``
-    or ``HfArgumentParser`` are built (``import hf_autolr`` does)."""
+    values. Idempotent; returns the names that are ours; ``RegistrationError`` if ``OptimizerNames``
+    moved. ``import hf_autolr`` does it (with the ``Trainer`` wrappers, ``registration``)."""
+    from hf_autolr.integrations.registration import RegistrationError  # noqa: PLC0415
+
     names = available_optimizers() if names is None else list(names)
     for name in names:
         check_choice("register_optimizer_names", "name", name, available_optimizers())
-    try:
-        from transformers import Trainer  # noqa: PLC0415
-        from transformers.training_args import OptimizerNames  # noqa: PLC0415
+    from transformers.training_args import OptimizerNames  # noqa: PLC0415
 
-        internals = ("_value2member_map_", "_member_map_", "_member_names_")
-        missing = [a for a in internals if not hasattr(OptimizerNames, a)]
-        if missing:
-            raise AttributeError(f"OptimizerNames lacks {missing}")
-        if not isinstance(inspect.getattr_static(Trainer, "get_optimizer_cls_and_kwargs", None), staticmethod):
-            raise AttributeError("Trainer.get_optimizer_cls_and_kwargs is not a staticmethod")
-    except (ImportError, AttributeError) as error:
-        warnings.warn(
-            f"hf_autolr could not register optim names with this transformers version ({error}); use "
-            "Trainer(optimizer_cls_and_kwargs=hf_autolr.integrations.optimizer_cls_and_kwargs(args, 'lamb'))",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        return []
-    from hf_autolr.integrations.clars_trainer import patch_trainer_create_optimizer  # noqa: PLC0415
-
-    registered = _add_members(names)
-    _patch_get_optimizer_cls_and_kwargs()
-    patch_trainer_create_optimizer()
-    return registered
+    missing = [a for a in ("_value2member_map_", "_member_map_", "_member_names_") if not hasattr(OptimizerNames, a)]
+    if missing:
+        raise RegistrationError(f"OptimizerNames lacks {missing}")
+    return _add_members(names)

@@ -4,7 +4,7 @@ transformers gives callbacks no loss (transformers#12108), so the loss is taken 
 Trainer computes it:
 
 - **Unmodified ``Trainer``** (the default path): ``import hf_autolr`` wraps
-  ``Trainer.create_scheduler``; when it builds one of our schedulers it adds an
+  ``Trainer.create_scheduler`` (``registration``); when it builds one of our schedulers it adds an
   :class:`AutoLRCallback` bound to that trainer, which wraps *that instance's* ``training_step``
   (the exact loss the Trainer sums for logging) and ``log`` (to add ``diagnostics()``).
 - **``AutoLRTrainerMixin``** / ``AutoLRTrainer``: the same through ordinary method overrides,
@@ -200,20 +200,3 @@ class AutoLRTrainerMixin:
 
 class AutoLRTrainer(AutoLRTrainerMixin, Trainer):
     """``transformers.Trainer`` with hf_autolr's loss feed and logging built in."""
-
-
-def patch_trainer_create_scheduler() -> None:
-    """Make an unmodified ``Trainer`` feed our schedulers (idempotent)."""
-    original = Trainer.create_scheduler
-    if getattr(original, _WRAPPED, False):
-        return
-
-    @functools.wraps(original)
-    def create_scheduler(self, num_training_steps, optimizer=None):
-        scheduler = original(self, num_training_steps, optimizer)
-        if isinstance(scheduler, FeedbackScheduler):
-            attach_autolr_callback(self)
-        return scheduler
-
-    setattr(create_scheduler, _WRAPPED, True)
-    Trainer.create_scheduler = create_scheduler

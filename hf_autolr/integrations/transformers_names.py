@@ -3,27 +3,16 @@
 transformers has no scheduler registry: ``SchedulerType`` is a closed ``str`` enum checked by
 ``TrainingArguments``, ``HfArgumentParser`` (argparse ``choices``) and ``get_scheduler``, which
 then looks the member up in ``TYPE_TO_SCHEDULER_FUNCTION``. We add one enum member and one
-factory per name. Registration is idempotent, never
-touches an upstream value, and fails with a message that says what to do if the internals moved.
+factory per name. Registration is idempotent, never touches an upstream value, and raises
+``RegistrationError`` if the internals moved (``registration`` turns that into one warning).
 """
 
 from __future__ import annotations
 
 import functools
 
+from hf_autolr.integrations.registration import RegistrationError
 from hf_autolr.registry import available_methods, build_scheduler
-
-_FALLBACK_HINT = (
-    "hf_autolr could not register its scheduler names with this transformers version ({why}). "
-    "Use hf_autolr.integrations.AutoLRTrainer (it builds the scheduler in create_scheduler) and "
-    "pass the method as AutoLRTrainer(..., autolr_method='autolr_gp'), or build the scheduler "
-    "yourself with hf_autolr.build_scheduler(...) and pass Trainer(optimizers=(opt, sched))."
-)
-
-
-class RegistrationError(RuntimeError):
-    """transformers' internals differ from what the name registration expects."""
-
 
 def _add_enum_member(enum_cls: type, value: str) -> None:
     """Append ``value`` to a ``str`` enum in place (Python 3.10-3.13 enum internals)."""
@@ -52,9 +41,9 @@ def register_with_transformers(names: list[str] | None = None) -> list[str]:
         table = optimization.TYPE_TO_SCHEDULER_FUNCTION
         for attr in ("_value2member_map_", "_member_map_", "_member_names_"):
             if not hasattr(enum_cls, attr):
-                raise RegistrationError(_FALLBACK_HINT.format(why=f"SchedulerType has no {attr}"))
-    except ImportError as err:
-        raise RegistrationError(_FALLBACK_HINT.format(why=str(err))) from err
+                raise RegistrationError(f"SchedulerType has no {attr}")
+    except (ImportError, AttributeError) as err:
+        raise RegistrationError(str(err)) from err
 
     names = available_methods() if names is None else list(names)
     for name in names:
