@@ -1,21 +1,23 @@
 """Method names → scheduler classes, and the one factory every integration calls.
 
 Pure torch: nothing here imports transformers. ``build_scheduler`` is what
-``transformers.get_scheduler`` reaches for our names (see ``integrations/transformers.py``).
+``transformers.get_scheduler`` reaches for our names (``integrations/transformers_names.py``).
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import sys
+import warnings
 from typing import Any
 
 import torch
 
 from hf_autolr.schedulers.base import FeedbackScheduler
 
-# name -> "module:Class"; imported lazily so ``import hf_autolr`` stays cheap.
-METHODS: dict[str, str] = {
+# name -> "module:Class" (imported lazily so ``import hf_autolr`` stays cheap) or the class itself.
+METHODS: dict[str, str | type[FeedbackScheduler]] = {
     "autolr_gp": "hf_autolr.schedulers.autolr_gp:AutoLRGP",
     "adascale": "hf_autolr.schedulers.adascale:AdaScale",
     "autodrop": "hf_autolr.schedulers.autodrop:AutoDrop",
@@ -24,6 +26,26 @@ METHODS: dict[str, str] = {
 
 # Arguments the factory fills itself; never user options.
 _RESERVED = {"self", "optimizer", "num_training_steps", "num_warmup_steps", "last_epoch"}
+
+
+def register_method(name: str, cls: type[FeedbackScheduler] | str) -> None:
+    """Add method ``name`` (a :class:`FeedbackScheduler` subclass, or ``"module:Class"``).
+
+    Cards, plots, scripts and the benchmark pick it up from the class; if transformers is already
+    imported, the name becomes an ``lr_scheduler_type`` at once (else when it is imported).
+
+    Example::
+
+        >>> register_method("my_method", MyScheduler)
+        >>> TrainingArguments("out", lr_scheduler_type="my_method")
+    """
+    if not isinstance(cls, str) and not (isinstance(cls, type) and issubclass(cls, FeedbackScheduler)):
+        raise ValueError(f"register_method: {name!r} must be a FeedbackScheduler subclass, got {cls!r}")
+    METHODS[name] = cls
+    if sys.modules.get("transformers") is not None:
+        from hf_autolr.integrations.transformers_names import register_with_transformers  # noqa: PLC0415
+
+        register_with_transformers([name])
 
 
 def available_methods() -> list[str]:
@@ -36,7 +58,10 @@ def method_class(name: str) -> type[FeedbackScheduler]:
     name = getattr(name, "value", name)  # accept a transformers SchedulerType member
     if name not in METHODS:
         raise ValueError(f"unknown hf_autolr method {name!r}; accepted values: {', '.join(METHODS)}")
-    module_name, _, class_name = METHODS[name].partition(":")
+    target = METHODS[name]
+    if not isinstance(target, str):
+        return target
+    module_name, _, class_name = target.partition(":")
     return getattr(importlib.import_module(module_name), class_name)
 
 
@@ -48,6 +73,18 @@ def method_options(name: str) -> dict[str, Any]:
         for key, p in params.items()
         if p.kind is inspect.Parameter.KEYWORD_ONLY and key not in _RESERVED
     }
+
+
+def _current_names(cls: type[FeedbackScheduler], options: dict[str, Any]) -> dict[str, Any]:
+    """Options under their current names; an old name still works, with a ``FutureWarning``."""
+    out = {}
+    for key, value in options.items():
+        new = cls.renamed_options.get(key)
+        if new is not None:
+            warnings.warn(f"{cls.name}: option {key!r} is now called {new!r}", FutureWarning, stacklevel=4)
+            key = new
+        out[key] = value
+    return out
 
 
 def build_scheduler(
@@ -65,6 +102,7 @@ def build_scheduler(
     """
     cls = method_class(name)
     accepted = method_options(name)
+    options = _current_names(cls, options)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ValueError(

@@ -134,15 +134,10 @@ def main(argv=None):
 
 
 def report_schedule(trainer):
-    """Print what an ``autolr_gp`` schedule decided (main process)."""
+    """Print what an hf_autolr schedule decided (main process), and where its plot is."""
     scheduler = trainer.lr_scheduler
-    if trainer.is_world_process_zero() and getattr(scheduler, "switch_step", -1) >= 0:
-        hint = trainer.args.learning_rate
-        plot = os.path.join(trainer.args.output_dir, "lr_schedule.png")
-        print(f"autolr_gp: LR hint {hint:g}; switched at step {scheduler.switch_step} ({scheduler.switch_reason}) "
-              f"to LR {scheduler.switch_factor * hint:.3g}"
-              + (f", weights rolled back to step {scheduler.rolled_back_to}" if getattr(scheduler, "rolled_back_to", -1) >= 0 else "")
-              + f"; plot: {plot}")
+    if trainer.is_world_process_zero() and hasattr(scheduler, "summary"):
+        print(f"{scheduler.summary()}; plot: {os.path.join(trainer.args.output_dir, 'lr_schedule.png')}")
 
 
 if __name__ == "__main__":

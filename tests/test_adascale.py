@@ -296,7 +296,7 @@ def test_progress_advances_by_gain_and_base_is_evaluated_at_floor_tau():
 @pytest.mark.parametrize("base", ["constant", "cosine", "cosine_with_min_lr"])
 def test_base_schedules_without_noise_follow_the_s1_schedule(base):
     # identical samples: r ≈ 1, so τ ≈ step count and LR ≈ the S=1 schedule
-    param, opt, sched = make(lr=1.0, base=base, num_training_steps=8, num_warmup_steps=2, min_lr_rate=0.1)
+    param, opt, sched = make(lr=1.0, base=base, num_training_steps=8, num_warmup_steps=2, min_lr_ratio=0.1)
     lrs = []
     for _ in range(8):
         lrs.append(opt.param_groups[0]["lr"])
@@ -623,3 +623,10 @@ def test_hooks_go_away_with_the_scheduler():
     gc.collect()
     assert all(not p._backward_hooks for p in model.parameters())
     model(torch.ones(2, 3)).sum().backward()  # nothing stale runs
+
+
+def test_old_option_name_min_lr_rate_still_works_with_a_warning():
+    opt = torch.optim.SGD([vector_param(4)], lr=0.1)
+    with pytest.warns(FutureWarning, match="'min_lr_rate' is now called 'min_lr_ratio'"):
+        sched = build_scheduler("adascale", opt, num_training_steps=10, base="cosine_with_min_lr", min_lr_rate=0.2)
+    assert sched.min_lr_ratio == 0.2

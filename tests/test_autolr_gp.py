@@ -66,6 +66,12 @@ def test_valley_switches_after_minimum_and_backs_off_to_lr_at_smoothed_minimum(s
     warmup = lrs[: scheduler.switch_step]
     assert all(b > a for a, b in zip(warmup, warmup[1:]))
     assert lrs[-1] < 1e-3 * backoff_lr
+    # What the card, the script and the benchmark table show comes from the method.
+    assert scheduler.outcome() == f"test@{scheduler.switch_step}×{scheduler.switch_factor:.3g}"
+    assert f"warmup ended by the test (GP-smoothed loss minimum) at step {scheduler.switch_step}" in scheduler.summary()
+    marks = scheduler.plot_marks()
+    assert marks["events"] == [(scheduler.switch_step, "switch (gp_minimum)")]
+    assert marks["loss_curves"][0][0] == "GP-smoothed loss"
 
 
 @pytest.mark.parametrize("curve", [monotone, flat], ids=["monotone", "flat"])
@@ -76,6 +82,7 @@ def test_no_gp_switch_without_a_minimum(curve):
     # No back-off: decay starts from the top of the range.
     assert scheduler.switch_factor == pytest.approx(100.0)
     assert max(lrs) == pytest.approx(100.0 * HINT, rel=0.02)
+    assert scheduler.outcome() == "cap@500×100"
 
 
 def test_nan_and_inf_do_not_crash_or_move_the_decision():
@@ -90,7 +97,7 @@ def test_nan_and_inf_do_not_crash_or_move_the_decision():
     assert dirty.switch_reason == "gp_minimum"
     assert abs(dirty.switch_step - clean.switch_step) <= 3 * clean.test_interval
     assert abs(math.log10(dirty.switch_factor / clean.switch_factor)) < 0.2
-    assert math.isfinite(dirty.diagnostics()["autolr/smoothed_loss"])
+    assert math.isfinite(dirty.diagnostics()["autolr_gp/smoothed_loss"])
 
 
 def test_skipped_step_observation_is_replaced_by_the_next_one():
@@ -337,7 +344,7 @@ def test_backoff_also_applies_at_the_warmup_cap():
 def test_diagnostics_are_finite_and_the_loss_ema_keeps_tracking_after_the_switch():
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=HINT)
     scheduler = AutoLRGP(optimizer, 40)
-    assert "autolr/smoothed_loss" not in scheduler.diagnostics()  # no loss yet: left out, not NaN
+    assert "autolr_gp/smoothed_loss" not in scheduler.diagnostics()  # no loss yet: left out, not NaN
     losses = [2.0] * 20 + [float("nan")] + [2.0 * 0.8 ** k for k in range(19)]
     logged = []
     for loss in losses:
@@ -347,9 +354,9 @@ def test_diagnostics_are_finite_and_the_loss_ema_keeps_tracking_after_the_switch
         logged.append(scheduler.diagnostics())
     assert scheduler.phase == "decay"
     assert all(math.isfinite(v) for entry in logged for v in entry.values())
-    assert "autolr/switch_lr_factor" not in logged[0] and "autolr/switch_lr_factor" in logged[-1]
-    assert logged[-1]["autolr/smoothed_loss"] < 0.5 * logged[20]["autolr/smoothed_loss"]  # it follows the fall
-    assert logged[-1]["autolr/nonfinite_losses"] == 1
+    assert "autolr_gp/switch_lr_factor" not in logged[0] and "autolr_gp/switch_lr_factor" in logged[-1]
+    assert logged[-1]["autolr_gp/smoothed_loss"] < 0.5 * logged[20]["autolr_gp/smoothed_loss"]  # it follows the fall
+    assert logged[-1]["autolr_gp/nonfinite_losses"] == 1
 
 
 @pytest.mark.parametrize("steps", [1, 2, 15])

@@ -85,7 +85,7 @@ def test_quick_tier_end_to_end_and_resume(tmp_path):
     assert trainer_gp and all(r["decisions"].get("switch_reason") for r in trainer_gp)
     table = (tmp_path / "table.md").read_text()
     assert all(w in table.splitlines()[1] for w in workloads)
-    assert "untrained model (the floor) = " in table and "## Warmup ended by" in table
+    assert "untrained model (the floor) = " in table and "## What each method decided" in table
     assert all(f"| {m} |" in table for m in METHODS)
     for png in ("ratio_to_tuned.png", "curves.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
@@ -130,20 +130,19 @@ def test_full_benchmark(tmp_path):
         assert w["tuned_metric"] > w["untrained_metric"]  # the benchmark discriminates
 
 
-def test_warmup_ended_by_column_reports_test_or_cap_per_seed():
+def test_decided_column_reports_each_seeds_outcome():
     from hf_autolr.bench.report import markdown
 
     runs = [_run("eval", "tuned_linear", 1e-3, s, 0.4, 90) for s in range(2)]
     gp = [dict(_run("eval", "autolr_gp", 5e-5, s, 0.4, 90)) for s in range(2)]
-    gp[0]["decisions"] = {"switch_reason": "gp_minimum", "switch_step": 12, "switch_lr_factor": 2.5}
-    gp[1]["decisions"] = {"switch_reason": "warmup_cap", "switch_step": 50, "switch_lr_factor": 10.0}
+    gp[0]["outcome"], gp[1]["outcome"] = "test@12×2.5", "cap@50×10"
     results = {"runs": {str(i): r for i, r in enumerate(runs + gp)}}
     summary = summarise(results)
-    assert summary["w"]["rows"]["autolr_gp"]["warmup_ended_by"] == "test@12×2.5, cap@50×10"
-    assert summary["w"]["rows"]["tuned_linear"]["warmup_ended_by"] is None
+    assert summary["w"]["rows"]["autolr_gp"]["decided"] == "test@12×2.5, cap@50×10"
+    assert summary["w"]["rows"]["tuned_linear"]["decided"] is None
     summary["w"]["grid_lr"] = {"tuned_linear": 1e-3}
     table = markdown(summary, results)
-    assert "## Warmup ended by" in table and "| autolr_gp | test@12×2.5, cap@50×10 |" in table
+    assert "## What each method decided" in table and "| autolr_gp | test@12×2.5, cap@50×10 |" in table
 
 
 def test_trainer_recipes_are_what_a_user_writes():

@@ -239,7 +239,11 @@ def test_registry_defaults_scale_with_the_run():
     assert isinstance(sched, LRTuner) and sched.needs_loss
     assert (sched.probe_steps, sched.tune_every, sched.explore_end) == (20, 200, 1000)
     keys = set(sched.diagnostics())
-    assert {"lrtuner/lr_factor", "lrtuner/phase", "lrtuner/smoothed_loss", "lrtuner/rounds"} <= keys
+    assert {"lrtuner/lr_factor", "lrtuner/phase", "lrtuner/rounds", "lrtuner/nonfinite_losses"} <= keys
+    assert "lrtuner/smoothed_loss" not in keys  # not defined before the first loss: left out, not NaN
+    sched.observe(1.0)
+    sched.step()
+    assert sched.diagnostics()["lrtuner/smoothed_loss"] == 1.0
 
 
 def test_losses_that_do_not_depend_on_the_lr_rarely_move_it():

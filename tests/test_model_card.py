@@ -140,7 +140,7 @@ def test_options_are_plain_and_secrets_redacted():
 
 
 def test_final_metrics_keep_last_values_and_skip_diagnostics():
-    history = [{"loss": 2.0, "autolr/phase": 0.0, "step": 5}, {"loss": 1.0, "step": 10}, {"eval_accuracy": 0.9, "step": 10}]
+    history = [{"loss": 2.0, "autolr_gp/phase": 0.0, "step": 5}, {"loss": 1.0, "step": 10}, {"eval_accuracy": 0.9, "step": 10}]
     assert mc.final_metrics(history, 10) == {"loss": 1.0, "eval_accuracy": 0.9, "global_step": 10}
 
 

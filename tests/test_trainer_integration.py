@@ -68,7 +68,7 @@ def test_observed_loss_is_the_step_mean_over_accumulation(tmp_path):
 def test_diagnostics_reach_the_trainer_logs(tmp_path):
     trainer, _, _ = train(tmp_path, num_train_epochs=2, logging_steps=4)
     entries = [entry for entry in trainer.state.log_history if "loss" in entry]
-    assert entries and all("autolr/phase" in entry and "autolr/smoothed_loss" in entry for entry in entries)
+    assert entries and all("autolr_gp/phase" in entry and "autolr_gp/smoothed_loss" in entry for entry in entries)
 
 
 def test_mixin_with_custom_compute_loss(tmp_path):

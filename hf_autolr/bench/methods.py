@@ -22,7 +22,7 @@ D-Adaptation as ``optimizers=(optimizer, None)`` with ``lr_scheduler_type="cosin
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,7 +139,7 @@ def _ours(name: str, **options: Any) -> Callable[..., Setup]:
         scheduler = build_scheduler(name, optimizer, num_training_steps=steps, **options)
         scheduler.attach(model)
         setup = Setup(optimizer, scheduler, observe=scheduler.needs_loss, cleanup=getattr(scheduler, "detach", lambda: None))
-        if name == "adascale":  # gradient samples: the batch's micro-batches (S = batch / micro_batch)
+        if scheduler.needs_gradient_samples:  # the batch's micro-batches (S = batch / micro_batch)
             setup.micro_batches = workload.micro_batch
         return setup
 
@@ -194,37 +194,61 @@ _PRODIGY = _lr_free_optimizer("prodigyopt:Prodigy", safeguard_warmup=True)
 _DADAPT = _lr_free_optimizer("dadaptation:DAdaptAdam", decouple=True)
 
 
-METHODS: dict[str, Method] = {
-    m.name: m
-    for m in (
-        Method("tuned_cosine", "AdamW, warmup+cosine, LR tuned on grid", "baseline", _hf_schedule("cosine"), None, False,
-               trainer_recipe("cosine", warmup=True)),
-        Method("tuned_linear", "AdamW, warmup+linear, LR tuned on grid", "baseline", _hf_schedule("linear"), None, False,
-               trainer_recipe("linear", warmup=True)),
-        Method("constant", "AdamW, constant LR 5e-5 (untuned HF default LR)", "baseline", _hf_schedule("constant"), HF_DEFAULT_LR, False,
-               trainer_recipe("constant")),
-        Method("autolr_gp", "hf_autolr autolr_gp", "ours", _ours("autolr_gp"), trainer=trainer_recipe("autolr_gp")),
-        Method("autolr_gp_wide", "hf_autolr autolr_gp, six-decade range + rollback (no-hint preset)", "ours",
-               _ours("autolr_gp", **WIDE), takes_hint=False, trainer=trainer_recipe("autolr_gp", lr_scheduler_kwargs=WIDE)),
-        Method("adascale", "hf_autolr adascale", "ours", _ours("adascale"), trainer=trainer_recipe("adascale", accumulate=True)),
-        Method("lrtuner", "hf_autolr lrtuner", "ours", _ours("lrtuner"), trainer=trainer_recipe("lrtuner")),
-        Method("autodrop", "hf_autolr autodrop", "ours", _ours("autodrop"), trainer=trainer_recipe("autodrop")),
-        Method("clars", "hf_autolr CLARS (+linear decay)", "ours", _clars, 1.0, trainer=trainer_recipe("linear", optim="clars")),
-        Method("schedule_free_adamw", "Schedule-Free AdamW (lr 0.0025)", "peer", _schedule_free, 0.0025, False,
-               trainer_recipe("constant", warmup=True, optim="schedule_free_adamw")),
-        Method("prodigy", "Prodigy (lr 1, cosine)", "peer", _lr_free(_PRODIGY), 1.0, False,
-               trainer_recipe("cosine", optimizer=_PRODIGY)),
-        Method("dadapt_adam", "D-Adaptation Adam (lr 1, cosine)", "peer", _lr_free(_DADAPT), 1.0, False,
-               trainer_recipe("cosine", optimizer=_DADAPT)),
-        Method("hf_reduce_lr_on_plateau", "HF reduce_lr_on_plateau (AdamW 5e-5)", "peer", _hf_on_eval("reduce_lr_on_plateau"),
-               takes_hint=False, trainer=trainer_recipe("reduce_lr_on_plateau")),
-        Method("hf_greedy", "HF greedy (AdamW 5e-5)", "peer", _hf_on_eval("greedy"), takes_hint=False, trainer=trainer_recipe("greedy")),
-        Method("hf_warmup_stable_decay", "HF warmup_stable_decay (AdamW 5e-5)", "peer",
-               _hf_schedule("warmup_stable_decay", decay_fraction=_WSD_DECAY), takes_hint=False,
-               trainer=trainer_recipe("warmup_stable_decay", warmup=True,
-                                      lr_scheduler_kwargs=lambda steps: {"num_decay_steps": round(_WSD_DECAY * steps)})),
-    )
-}
+def our_method(name: str) -> Method:
+    """Registered method ``name`` at its defaults, as the benchmark runs it (AdamW + the method)."""
+    from hf_autolr.registry import method_class  # noqa: PLC0415
+
+    samples = method_class(name).needs_gradient_samples  # AdaScale: accumulated micro-batches
+    return Method(name, f"hf_autolr {name}", "ours", _ours(name), trainer=trainer_recipe(name, accumulate=samples))
 
 
-BASELINES = [name for name, m in METHODS.items() if m.default_lr is None]
+_BASELINES = (
+    Method("tuned_cosine", "AdamW, warmup+cosine, LR tuned on grid", "baseline", _hf_schedule("cosine"), None, False,
+           trainer_recipe("cosine", warmup=True)),
+    Method("tuned_linear", "AdamW, warmup+linear, LR tuned on grid", "baseline", _hf_schedule("linear"), None, False,
+           trainer_recipe("linear", warmup=True)),
+    Method("constant", "AdamW, constant LR 5e-5 (untuned HF default LR)", "baseline", _hf_schedule("constant"), HF_DEFAULT_LR, False,
+           trainer_recipe("constant")),
+)
+_PRESETS_AND_PEERS = (
+    Method("autolr_gp_wide", "hf_autolr autolr_gp, six-decade range + rollback (no-hint preset)", "ours",
+           _ours("autolr_gp", **WIDE), takes_hint=False, trainer=trainer_recipe("autolr_gp", lr_scheduler_kwargs=WIDE)),
+    Method("clars", "hf_autolr CLARS (+linear decay)", "ours", _clars, 1.0, trainer=trainer_recipe("linear", optim="clars")),
+    Method("schedule_free_adamw", "Schedule-Free AdamW (lr 0.0025)", "peer", _schedule_free, 0.0025, False,
+           trainer_recipe("constant", warmup=True, optim="schedule_free_adamw")),
+    Method("prodigy", "Prodigy (lr 1, cosine)", "peer", _lr_free(_PRODIGY), 1.0, False,
+           trainer_recipe("cosine", optimizer=_PRODIGY)),
+    Method("dadapt_adam", "D-Adaptation Adam (lr 1, cosine)", "peer", _lr_free(_DADAPT), 1.0, False,
+           trainer_recipe("cosine", optimizer=_DADAPT)),
+    Method("hf_reduce_lr_on_plateau", "HF reduce_lr_on_plateau (AdamW 5e-5)", "peer", _hf_on_eval("reduce_lr_on_plateau"),
+           takes_hint=False, trainer=trainer_recipe("reduce_lr_on_plateau")),
+    Method("hf_greedy", "HF greedy (AdamW 5e-5)", "peer", _hf_on_eval("greedy"), takes_hint=False, trainer=trainer_recipe("greedy")),
+    Method("hf_warmup_stable_decay", "HF warmup_stable_decay (AdamW 5e-5)", "peer",
+           _hf_schedule("warmup_stable_decay", decay_fraction=_WSD_DECAY), takes_hint=False,
+           trainer=trainer_recipe("warmup_stable_decay", warmup=True,
+                                  lr_scheduler_kwargs=lambda steps: {"num_decay_steps": round(_WSD_DECAY * steps)})),
+)
+
+
+class _Methods(Mapping):
+    """Name -> :class:`Method`: the baselines, every registered hf_autolr method (read from the
+    registry at each lookup, so a method registered later is benchmarked too), presets and peers."""
+
+    def _all(self) -> dict[str, Method]:
+        from hf_autolr.registry import available_methods  # noqa: PLC0415
+
+        ours = [our_method(name) for name in available_methods()]
+        return {m.name: m for m in (*_BASELINES, *ours, *_PRESETS_AND_PEERS)}
+
+    def __getitem__(self, name: str) -> Method:
+        return self._all()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+METHODS: Mapping[str, Method] = _Methods()
+BASELINES = [m.name for m in _BASELINES if m.default_lr is None]

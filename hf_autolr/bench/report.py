@@ -85,7 +85,7 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
                 "ttt_steps": ttt_steps, "ttt_cpu_s": ttt_cpu, "compute_to_target_s": compute,
                 "seeds": len(group), "diverged": sum(r["diverged"] for r in group), "lr": group[0]["lr"],
                 "ms_per_step": statistics.fmean(r["ms_per_step"] for r in group), "steps": statistics.fmean(r["steps"] for r in group),
-                "warmup_ended_by": _warmup_endings(group),
+                "decided": _outcomes(group),
             }
         hints = defaultdict(dict)
         for r in runs:
@@ -100,18 +100,10 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _warmup_endings(group: list[dict]) -> str | None:
-    """How a switching method's warmup ended in each run: "reason@step×factor", or None."""
-    ends = []
-    for r in group:
-        d = r.get("decisions") or {}
-        if "switch_reason" not in d:
-            return None
-        if d.get("switch_step") is None:
-            ends.append("none")
-        else:
-            ends.append(f"{'test' if d['switch_reason'] == 'gp_minimum' else 'cap'}@{d['switch_step']}×{d['switch_lr_factor']:.3g}")
-    return ", ".join(ends)
+def _outcomes(group: list[dict]) -> str | None:
+    """Each run's ``outcome()`` (what the method decided, e.g. ``test@40×3.2``), or None if no run has one."""
+    outcomes = [r.get("outcome") for r in group]
+    return ", ".join(o or "–" for o in outcomes) if any(outcomes) else None
 
 
 def _fmt(value: float, spec: str = ".3f") -> str:
@@ -149,11 +141,12 @@ def markdown(summary: dict[str, Any], results: dict[str, Any]) -> str:
             cells = (_fmt(summary[w]["rows"][m][key], spec) if m in summary[w]["rows"] else "–" for w in workloads)
             lines.append(f"| {m} | " + " | ".join(cells) + " |\n")
 
-    switching = [m for m in methods if any(summary[w]["rows"].get(m, {}).get("warmup_ended_by") for w in workloads)]
-    if switching:
-        lines += ["\n## Warmup ended by (per evaluation seed: test or cap @ step × LR factor)\n", head]
-        for m in switching:
-            cells = (summary[w]["rows"].get(m, {}).get("warmup_ended_by") or "–" for w in workloads)
+    deciding = [m for m in methods if any(summary[w]["rows"].get(m, {}).get("decided") for w in workloads)]
+    if deciding:
+        lines += ["\n## What each method decided, per evaluation seed (its `outcome()`; autolr_gp: warmup ended by "
+                  "test or cap @ step × LR factor)\n", head]
+        for m in deciding:
+            cells = (summary[w]["rows"].get(m, {}).get("decided") or "–" for w in workloads)
             lines.append(f"| {m} | " + " | ".join(cells) + " |\n")
 
     overhead = results.get("overhead", {})

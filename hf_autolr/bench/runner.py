@@ -105,6 +105,7 @@ def _record(workload: Workload, method: Method, lr: float, seed: int, **fields: 
         "train_cpu_s": cpu, "ms_per_step": 1000 * cpu / max(step, 1),
         "diagnostics": {k: float(v) for k, v in diagnostics.items() if isinstance(v, (int, float))},
         "decisions": {k: v for k, v in decisions.items() if isinstance(v, (type(None), bool, int, float, str))},
+        "outcome": scheduler.outcome() if hasattr(scheduler, "outcome") else None,
     }
 
 

@@ -7,9 +7,9 @@ so an unmodified ``Trainer`` and ``AutoLRTrainer`` alike get it) then:
 
 - adds the tags ``hf_autolr`` and the method name (``autolr_gp``, ...) to the card metadata and to
   the model (``model.add_model_tags``, for a later ``model.push_to_hub``);
-- stores a plain summary in ``card.data["hf_autolr"]``: method, options (``lr_scheduler_kwargs``),
-  decisions (``autolr_gp``: switch step, LR and reason; ``adascale``: gain, progress, scale;
-  ``autodrop``: drops; ``lrtuner``: rounds and tuned factor), ``diagnostics()`` and final metrics;
+- stores a plain summary in ``card.data["hf_autolr"]``: method, its ``description`` and
+  ``summary()``, options (``lr_scheduler_kwargs``), ``decisions()``, ``diagnostics()`` and final
+  metrics (all from the method itself, so a new method needs no edit here);
 - saves ``lr_schedule.png`` (LR and loss per optimizer step, :func:`hf_autolr.plotting.plot_schedule`)
   in ``output_dir`` and appends a section rendered from a Markdown template that links to it.
 
@@ -17,7 +17,7 @@ The template is ``hf_autolr/integrations/model_card_template.md`` (shipped with 
 repository keeps an identical copy in ``model_cards/autolr_card.md`` to start from). Use your own
 with ``add_schedule_to_card(trainer, template=path)`` or the environment variable
 ``HF_AUTOLR_CARD_TEMPLATE``; it is a :class:`string.Template` with ``$method``, ``$description``,
-``$version``, ``$base_lr``, ``$options``, ``$decisions``, ``$metrics`` and ``$plot``.
+``$summary``, ``$version``, ``$base_lr``, ``$options``, ``$decisions``, ``$metrics`` and ``$plot``.
 
 Nothing secret reaches the card: only the scheduler's options, its decisions and the training
 logs are written, and any option whose name looks like a credential is redacted. The wrapper also
@@ -49,15 +49,6 @@ _CARD_WRAPPED = "_hf_autolr_card_wrapped"
 _NOT_METRICS = ("step", "total_flos", "learning_rate", "grad_norm")
 _SECRET_WORDS = ("token", "secret", "password", "api_key", "apikey", "credential")
 
-DESCRIPTIONS = {
-    "autolr_gp": "adaptive warmup whose end is found by Gaussian-process smoothing of the loss, "
-    "then a back-off to the LR at the smoothed minimum and a decay (Kim et al., AutoWU, arXiv 2107.05855).",
-    "adascale": "the LR of a small-batch (S=1) recipe scaled by the measured gain at batch scale S "
-    "(Johnson et al., AdaScale SGD, ICML 2020, arXiv 2007.05105).",
-    "autodrop": "the LR is dropped when the angle between successive parameter displacements says "
-    "progress has stalled (AutoDrop, UAI 2024).",
-    "lrtuner": "the LR factor is tuned online by short probing rounds of neighbouring factors (LRTuner).",
-}
 
 
 # -- what goes into the card ----------------------------------------------------------------------
@@ -127,6 +118,8 @@ def schedule_summary(trainer: Any) -> dict[str, Any] | None:
     state = getattr(trainer, "state", None)
     return {
         "method": scheduler.name,
+        "description": scheduler.description,
+        "summary": scheduler.summary(),
         "version": __version__,
         "learning_rate": _plain(float(scheduler.base_lrs[0])) if scheduler.base_lrs else None,
         "options": scheduler_options(trainer.args),
@@ -178,7 +171,8 @@ def render_schedule_section(summary: dict[str, Any], plot: str | None, template:
     method = summary["method"]
     values = {
         "method": method,
-        "description": DESCRIPTIONS.get(method, "a feedback-driven learning-rate schedule."),
+        "description": summary.get("description") or "a feedback-driven learning-rate schedule.",
+        "summary": summary.get("summary") or "",
         "version": summary.get("version", ""),
         "base_lr": _fmt(summary.get("learning_rate")),
         "options": _table(summary["options"], "Defaults (no `lr_scheduler_kwargs`).", ("option", "value")),

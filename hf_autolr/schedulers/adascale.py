@@ -38,7 +38,7 @@ Usage (a raw loop; the integrations do the same)::
 
 API
 - ``AdaScale(optimizer, num_training_steps, *, num_warmup_steps=None, base="constant",
-  rule="auto", smoothing=None, loss_scaling="mean", min_lr_rate=0.0)``.
+  rule="auto", smoothing=None, loss_scaling="mean", min_lr_ratio=0.0)``.
 - ``attach(model=None, *, grad_scaler=None)``: hooks on ``model``'s parameters (a module, an
   iterable of parameters, or by default the optimizer's); idempotent; ``grad_scaler`` is a
   ``torch.amp.GradScaler`` (or a number) whose factor the gradients carry. ``detach()`` removes
@@ -167,11 +167,17 @@ class AdaScale(FeedbackScheduler):
         rule: ``"auto"``, ``"sgd"`` (LR × r) or ``"adam"`` (LR × √r on preconditioned statistics).
         smoothing: θ in [0, 1); ``None`` = max(1 − S/1000, 0).
         loss_scaling: ``"mean"`` (micro-batch losses divided by their count) or ``"sum"``.
-        min_lr_rate: floor of ``cosine_with_min_lr``, as a fraction of the LR.
+        min_lr_ratio: floor of ``cosine_with_min_lr``, as a fraction of the LR.
     """
 
     name = "adascale"
+    description = (
+        "the LR of a small-batch (S=1) recipe scaled by the measured gain at batch scale S "
+        "(Johnson et al., AdaScale SGD, ICML 2020, arXiv 2007.05105)."
+    )
     needs_loss = False
+    needs_gradient_samples = True
+    renamed_options = {"min_lr_rate": "min_lr_ratio"}
 
     def __init__(
         self,
@@ -183,7 +189,7 @@ class AdaScale(FeedbackScheduler):
         rule: str = "auto",
         smoothing: float | None = None,
         loss_scaling: str = "mean",
-        min_lr_rate: float = 0.0,
+        min_lr_ratio: float = 0.0,
         last_epoch: int = -1,
     ) -> None:
         m = self.name
@@ -195,7 +201,7 @@ class AdaScale(FeedbackScheduler):
         if smoothing is not None:
             check_number(m, "smoothing", smoothing, low=0, high=1, high_inclusive=False)
         check_choice(m, "loss_scaling", loss_scaling, ("mean", "sum"))
-        check_number(m, "min_lr_rate", min_lr_rate, low=0, high=1)
+        check_number(m, "min_lr_ratio", min_lr_ratio, low=0, high=1)
 
         self.num_training_steps = int(num_training_steps)
         self.num_warmup_steps = int(num_warmup_steps or 0)
@@ -203,7 +209,7 @@ class AdaScale(FeedbackScheduler):
         self.rule = resolve_rule(optimizer, rule)
         self.smoothing = None if smoothing is None else float(smoothing)
         self.loss_scaling = loss_scaling
-        self.min_lr_rate = float(min_lr_rate)
+        self.min_lr_ratio = float(min_lr_ratio)
 
         self.progress = 0.0  # τ, in S=1 steps
         self.gain = 1.0  # r applied to the current LR (r₀ = 1)
@@ -266,7 +272,7 @@ class AdaScale(FeedbackScheduler):
         """The S=1 base schedule at ⌊τ⌋."""
         schedule = BASE_SCHEDULES[self.base]
         step = math.floor(self.progress)
-        return schedule(step, self.num_warmup_steps, self.num_training_steps, self.min_lr_rate)
+        return schedule(step, self.num_warmup_steps, self.num_training_steps, self.min_lr_ratio)
 
     def multiplier(self) -> float:  # noqa: D102 - see FeedbackScheduler
         return self.base_factor() * self.lr_factor()
@@ -366,18 +372,25 @@ class AdaScale(FeedbackScheduler):
             "finished": bool(self.finished),
         }
 
-    def diagnostics(self) -> dict[str, float]:  # noqa: D102 - see FeedbackScheduler
+    def quantities(self) -> dict[str, float | None]:  # noqa: D102 - see FeedbackScheduler
         return {
-            "adascale/gain": float(self.gain),
-            "adascale/progress": float(self.progress),
-            "adascale/scale": float(self.scale),
-            "adascale/var": float(self.var_avg),
-            "adascale/sqr": float(self.sqr_avg),
-            "adascale/var_step": float(self.var_step),
-            "adascale/sqr_step": float(self.sqr_step),
-            "adascale/lr_factor": float(self.lr_factor()),
-            "adascale/skipped": float(self.num_skipped),
+            "gain": float(self.gain),
+            "progress": float(self.progress),
+            "scale": float(self.scale),
+            "var": float(self.var_avg),
+            "sqr": float(self.sqr_avg),
+            "var_step": float(self.var_step),
+            "sqr_step": float(self.sqr_step),
+            "lr_factor": float(self.lr_factor()),
+            "skipped": float(self.num_skipped),
         }
+
+    def summary(self) -> str:
+        return (f"{self.name}: gain {self.gain:.3g} at scale S={self.scale}, progress {self.progress:.0f} of "
+                f"{self.num_training_steps} S=1 steps in {max(0, self.last_epoch)} optimizer steps")
+
+    def outcome(self) -> str | None:
+        return f"gain {self.gain:.3g}" if self.scale else None
 
     def state_dict(self) -> dict[str, Any]:
         """Plain values only: the hooks (``_tracker``) are runtime and are not saved."""
@@ -388,4 +401,6 @@ class AdaScale(FeedbackScheduler):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the progress, gain and averages; attached hooks stay as they are."""
         state = {key: value for key, value in state_dict.items() if key != "_tracker"}
+        if "min_lr_rate" in state:  # checkpoints written before the option was renamed
+            state["min_lr_ratio"] = state.pop("min_lr_rate")
         super().load_state_dict(state)

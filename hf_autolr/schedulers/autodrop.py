@@ -116,6 +116,10 @@ class AutoDrop(FeedbackScheduler):
     """Step-wise LR drops when the smoothed angular velocity of the parameters stops changing."""
 
     name = "autodrop"
+    description = (
+        "the LR is dropped when the angle between successive parameter displacements says progress "
+        "has stalled (AutoDrop, UAI 2024)."
+    )
     needs_loss = False
 
     def __init__(
@@ -379,15 +383,19 @@ class AutoDrop(FeedbackScheduler):
     def decisions(self) -> dict[str, object]:  # noqa: D102 - see FeedbackScheduler
         return {"drops": self.drops, "drop_steps": list(self.drop_steps), "final_lr_factor": self.lr_factor}
 
-    def diagnostics(self) -> dict[str, float]:
-        """``autodrop/*``: latest ω and smoothed ω (degrees, once measured), drops, LR factor."""
-        out = {
-            "autodrop/drops": float(self.drops),
-            "autodrop/lr_factor": float(self.multiplier()),
-            "autodrop/tracked_fraction": float(self.tracked_fraction),
+    def quantities(self) -> dict[str, float | None]:
+        """Latest ω and smoothed ω (degrees; NaN until measured), drops, LR factor, tracked fraction."""
+        return {
+            "drops": float(self.drops),
+            "lr_factor": float(self.multiplier()),
+            "tracked_fraction": float(self.tracked_fraction),
+            "omega": self.omega,
+            "omega_smoothed": self.omega_smoothed,
         }
-        if not math.isnan(self.omega):
-            out["autodrop/omega"] = self.omega
-        if not math.isnan(self.omega_smoothed):
-            out["autodrop/omega_smoothed"] = self.omega_smoothed
-        return out
+
+    def summary(self) -> str:
+        steps = ", ".join(map(str, self.drop_steps)) or "none"
+        return f"{self.name}: {self.drops} LR drop(s) (steps: {steps}), final LR factor {self.lr_factor:.3g}"
+
+    def outcome(self) -> str | None:
+        return f"{self.drops} drop{'s' if self.drops != 1 else ''}"

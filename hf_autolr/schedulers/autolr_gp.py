@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import torch
 
@@ -74,6 +75,10 @@ class AutoLRGP(FeedbackScheduler):
     """Adaptive exponential/linear warmup that stops at the GP-smoothed loss minimum, then decays."""
 
     name = "autolr_gp"
+    description = (
+        "adaptive warmup whose end is found by Gaussian-process smoothing of the loss, then a back-off "
+        "to the LR at the smoothed minimum and a decay (Kim et al., AutoWU, arXiv 2107.05855)."
+    )
     needs_loss = True
 
     def __init__(
@@ -382,18 +387,37 @@ class AutoLRGP(FeedbackScheduler):
             "tests": self.num_tests,
         }
 
-    def diagnostics(self) -> dict[str, float]:
-        """``autolr/*`` scalars: phase (0 warmup, 1 decay), LR factor, the loss EMA, the switch,
-        non-finite losses seen; a value not defined yet (before the first loss, before the
-        switch) is left out rather than logged as NaN."""
-        values = {
-            "autolr/phase": 0.0 if self.phase == WARMUP else 1.0,
-            "autolr/lr_factor": float(self.multiplier()),
-            "autolr/smoothed_loss": self.loss_ema,
-            "autolr/p_minimum_behind": self.last_probability,
-            "autolr/switch_step": float(self.switch_step),
-            "autolr/switch_lr_factor": self.switch_factor,
-            "autolr/tests": float(self.num_tests),
-            "autolr/nonfinite_losses": float(self.num_nonfinite),
+    def quantities(self) -> dict[str, float | None]:
+        """Phase (0 warmup, 1 decay), LR factor, the loss EMA (tracking after the switch too), the
+        last test's probability, the switch step and LR factor (from the switch on), tests run."""
+        return {
+            "phase": 0.0 if self.phase == WARMUP else 1.0,
+            "lr_factor": float(self.multiplier()),
+            "smoothed_loss": self.loss_ema,
+            "p_minimum_behind": self.last_probability,
+            "switch_step": float(self.switch_step),
+            "switch_lr_factor": self.switch_factor,
+            "tests": float(self.num_tests),
         }
-        return {k: v for k, v in values.items() if math.isfinite(v)}
+
+    def outcome(self) -> str | None:
+        """``"test@<step>×<LR factor>"`` or ``"cap@…"`` once the warmup ended, else ``None``."""
+        if self.switch_step < 0:
+            return None
+        return f"{'test' if self.switch_reason == 'gp_minimum' else 'cap'}@{self.switch_step}×{self.switch_factor:.3g}"
+
+    def summary(self) -> str:
+        if self.switch_step < 0:
+            return f"{self.name}: LR hint {self._hint_lr():g}; still warming up (step {max(0, self.last_epoch)})"
+        how = "the test (GP-smoothed loss minimum)" if self.switch_reason == "gp_minimum" else "its cap"
+        rollback = f", weights rolled back to step {self.rolled_back_to}" if self.rolled_back_to >= 0 else ""
+        return (f"{self.name}: LR hint {self._hint_lr():g}; warmup ended by {how} at step {self.switch_step}, "
+                f"LR {self.switch_factor * self._hint_lr():.3g}{rollback}")
+
+    def plot_marks(self) -> dict[str, Any]:
+        marks: dict[str, Any] = {}
+        if self.switch_curve_steps:
+            marks["loss_curves"] = [("GP-smoothed loss", self.switch_curve_steps, self.switch_curve_loss)]
+        if self.switch_step >= 0:
+            marks["events"] = [(self.switch_step, f"switch ({self.switch_reason})")]
+        return marks

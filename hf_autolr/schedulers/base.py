@@ -7,7 +7,12 @@ the optimizer is the method's hint. On top of ``step()`` it has
 - ``observe(loss)``: the training loss of the optimizer step just taken, already reduced across
   processes (mean). Call it *before* ``step()``; a step whose ``step()`` is never called (a
   skipped fp16 step) leaves its observation pending, and the next ``observe`` replaces it.
-- ``diagnostics() -> dict[str, float]``: what gets logged (``"<method>/<quantity>"`` keys).
+- ``diagnostics() -> dict[str, float]``: what gets logged, ``"<name>/<quantity>"`` keys, finite
+  values only (a subclass returns its quantities from :meth:`quantities`).
+
+Everything the card, the plot, the scripts and the benchmark show about a method comes from the
+method: ``name``, ``description``, :meth:`decisions`, :meth:`summary`, :meth:`outcome` and
+:meth:`plot_marks`.
 
 ``state_dict()`` holds only plain Python values and tensors, so ``scheduler.pt`` loads with
 ``torch.load(..., weights_only=True)``; a resumed run continues with the same LR sequence.
@@ -55,7 +60,10 @@ class FeedbackScheduler(LRScheduler):
     """
 
     name: str = "feedback"
+    description: str = ""  # one sentence for model cards: what the method does, and its paper
     needs_loss: bool = True
+    needs_gradient_samples: bool = False  # ≥ 2 gradient samples per step (micro-batches × processes)
+    renamed_options: dict[str, str] = {}  # old option name -> current one (accepted with a warning)
 
     def __init__(self, optimizer: torch.optim.Optimizer, last_epoch: int = -1) -> None:
         self._pending_loss: float | None = None
@@ -81,12 +89,33 @@ class FeedbackScheduler(LRScheduler):
         """LR factor (relative to each group's configured LR) for step ``self.last_epoch``."""
         raise NotImplementedError
 
-    def diagnostics(self) -> dict[str, float]:
-        """Scalars worth logging, keyed ``"<method>/<quantity>"``."""
+    def quantities(self) -> dict[str, float | None]:
+        """The method's scalars, unprefixed; ``None`` or NaN where not defined yet. Default: none."""
         return {}
+
+    def diagnostics(self) -> dict[str, float]:
+        """``"<name>/<quantity>"`` for every finite :meth:`quantities` value, and, for a method that
+        learns from the loss, ``"<name>/nonfinite_losses"``."""
+        values = dict(self.quantities())
+        if self.needs_loss:
+            values["nonfinite_losses"] = self.num_nonfinite
+        return {f"{self.name}/{key}": float(v) for key, v in values.items() if v is not None and math.isfinite(v)}
 
     def decisions(self) -> dict[str, Any]:
         """What the method decided so far, in plain values (recorded in model cards)."""
+        return {}
+
+    def summary(self) -> str:
+        """One line on what the method decided, for logs and the card. Default: its name."""
+        return self.name
+
+    def outcome(self) -> str | None:
+        """The decision in a few characters, for tables (e.g. ``"test@40×3.2"``); ``None``: nothing to show."""
+        return None
+
+    def plot_marks(self) -> dict[str, Any]:
+        """What ``lr_schedule.png`` draws besides LR and loss: ``{"events": [(step, label)],
+        "loss_curves": [(label, steps, values)]}``, either list may be missing."""
         return {}
 
     def _hint_lr(self) -> float:

@@ -69,6 +69,7 @@ class LRTuner(FeedbackScheduler):
     """Trial-and-restore LR tuning during an explore phase, then linear decay (reconstruction)."""
 
     name = "lrtuner"
+    description = "the LR factor is tuned online by short probing rounds of neighbouring factors (LRTuner)."
     needs_loss = True
 
     def __init__(
@@ -296,17 +297,24 @@ class LRTuner(FeedbackScheduler):
             "tuned_lr": self.lr_factor * self._hint_lr(),
         }
 
-    def diagnostics(self) -> dict[str, float]:
-        """``lrtuner/*``: LR factor, phase (0 warmup, 1 explore, 2 exploit), probing, decisions."""
+    def quantities(self) -> dict[str, float | None]:
+        """LR factor, phase (0 warmup, 1 explore, 2 exploit), probing, decisions."""
         return {
-            "lrtuner/lr_factor": float(self.multiplier()),
-            "lrtuner/tuned_factor": float(self.lr_factor),
-            "lrtuner/phase": _PHASE_CODE[self.phase],
-            "lrtuner/probing": 1.0 if self.candidate_index >= 0 else 0.0,
-            "lrtuner/smoothed_loss": float(self.loss_ema),
-            "lrtuner/rounds": float(self.rounds),
-            "lrtuner/raises": float(self.raises),
-            "lrtuner/lowers": float(self.lowers),
-            "lrtuner/probe_steps": float(self.probe_step_count),
-            "lrtuner/discarded_steps": float(self.discarded_steps),
+            "lr_factor": float(self.multiplier()),
+            "tuned_factor": float(self.lr_factor),
+            "phase": _PHASE_CODE[self.phase],
+            "probing": 1.0 if self.candidate_index >= 0 else 0.0,
+            "smoothed_loss": float(self.loss_ema),
+            "rounds": float(self.rounds),
+            "raises": float(self.raises),
+            "lowers": float(self.lowers),
+            "probe_steps": float(self.probe_step_count),
+            "discarded_steps": float(self.discarded_steps),
         }
+
+    def summary(self) -> str:
+        return (f"{self.name}: LR hint {self._hint_lr():g}; {self.rounds} probing round(s) ({self.raises} up, "
+                f"{self.lowers} down), tuned LR {self.lr_factor * self._hint_lr():.3g}")
+
+    def outcome(self) -> str | None:
+        return f"×{self.lr_factor:.3g} in {self.rounds} rounds" if self.rounds else None
