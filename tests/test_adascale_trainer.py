@@ -203,7 +203,7 @@ def test_two_processes_share_one_gain_from_all_four_samples(tmp_path):
 
 
 def test_accelerate_loop_recipe(tmp_path):
-    """The README's raw-loop recipe: attach, before_optimizer_step on sync steps, stop on finished."""
+    """The README's raw-loop recipe: the helper attaches, runs the pre-step hook on sync steps, stops on finished."""
     from accelerate import Accelerator
 
     from hf_autolr.integrations import AcceleratorFeedback
@@ -215,32 +215,33 @@ def test_accelerate_loop_recipe(tmp_path):
     loader = torch.utils.data.DataLoader(NoisyRegression(), batch_size=16, shuffle=True)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     scheduler = hf_autolr.build_scheduler("adascale", optimizer, num_warmup_steps=0, num_training_steps=40)
-    scheduler.attach(model, grad_scaler=accelerator.scaler)  # not prepared: see AcceleratorFeedback
-    accelerator.register_for_checkpointing(scheduler)
-    feed = AcceleratorFeedback(accelerator, scheduler)
+    accelerator.register_for_checkpointing(scheduler)  # not prepared: see AcceleratorFeedback
+    feed = AcceleratorFeedback(accelerator, scheduler, model)
     lrs, gains = [], []
     for _ in range(10):  # at most max_steps / steps per epoch = 10 epochs
         for batch in loader:
             with accelerator.accumulate(model):
                 loss = model(**batch)["loss"]
                 accelerator.backward(loss)
+                feed.before_optimizer_step(loss)  # on the sync micro-batch: this step's own gain
                 if accelerator.sync_gradients:
-                    scheduler.before_optimizer_step()  # this step's own gain
                     accelerator.clip_grad_norm_(model.parameters(), 1.0)
                     lrs.append(optimizer.param_groups[0]["lr"])
                     gains.append(scheduler.gain)
                 optimizer.step()
+                feed.step()
                 optimizer.zero_grad()
-                feed(loss)
-            if scheduler.finished:
+            if feed.finished:
                 break
-        if scheduler.finished:
+        if feed.finished:
             break
     assert scheduler.finished and scheduler.scale == 4
     assert scheduler.last_epoch == len(lrs) < 40
     assert lrs == pytest.approx([LR * g for g in gains])
     assert scheduler.progress == pytest.approx(sum(gains)) and max(gains) > 1.5
     assert gains[0] > 1.0  # the first step already used its own gain (r₀ = 1 only with the lag)
+    with pytest.raises(RuntimeError, match="before_optimizer_step"):  # the one-call form cannot serve AdaScale
+        feed(loss)
 
 
 def test_trainer_with_adamw_uses_the_square_root_rule(tmp_path):

@@ -1,5 +1,9 @@
 """The only place that knows transformers' Trainer and Accelerate.
 
+One driver (:class:`FeedbackDriver`, pure torch) owns the method protocol; the Trainer callback
+(:class:`AutoLRCallback`), the Accelerate helper (:class:`AcceleratorFeedback`) and a plain loop
+all call it.
+
 Names are imported on first use (PEP 562), so ``import hf_autolr.integrations.registration``
 does not import transformers.
 """
@@ -15,6 +19,7 @@ _EXPORTS = {
     "AutoLRTrainer": "trainer",
     "AutoLRTrainerMixin": "trainer",
     "ClarsCallback": "clars_trainer",
+    "FeedbackDriver": "driver",
     "RegistrationError": "registration",
     "add_diagnostics": "trainer",
     "attach_autolr_callback": "trainer",

@@ -21,32 +21,16 @@ the mean over processes. It is reduced in ``on_pre_optimizer_step`` on every ran
 from __future__ import annotations
 
 import functools
-import logging
-import warnings
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from transformers import Trainer, TrainerCallback
 
+from hf_autolr.integrations.driver import FeedbackDriver
 from hf_autolr.integrations.model_card import wrap_create_model_card
 from hf_autolr.schedulers.base import FeedbackScheduler
 
-logger = logging.getLogger(__name__)
-
 _WRAPPED = "_hf_autolr_wrapped"
-
-
-def _mean_over_processes(value: torch.Tensor) -> float:
-    """All-reduce mean of a scalar tensor when torch.distributed runs with >1 process."""
-    value = value.detach().double().reshape(1)
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        # gloo on CPU, nccl on GPU: keep the tensor on the device the backend expects
-        if dist.get_backend() == "nccl" and torch.cuda.is_available():
-            value = value.cuda()
-        dist.all_reduce(value, op=dist.ReduceOp.SUM)
-        value = value / dist.get_world_size()
-    return float(value.item())
 
 
 class AutoLRCallback(TrainerCallback):
@@ -58,13 +42,16 @@ class AutoLRCallback(TrainerCallback):
 
     def __init__(self, trainer: Trainer | None = None) -> None:
         self.trainer: Trainer | None = None
-        self.history: dict[str, list[float]] = {"step": [], "lr": [], "loss": []}
+        self.driver = FeedbackDriver(None, micro_batch_losses="sum")
         self._accumulation_steps = 1
-        self._step_loss: torch.Tensor | None = None
         self._hook = None
-        self._warned = False
         if trainer is not None:
             self.set_trainer(trainer)
+
+    @property
+    def history(self) -> dict[str, list[float]]:
+        """Per optimizer step: ``step``, ``lr`` and the reduced ``loss`` (for the plot and the card)."""
+        return self.driver.history
 
     # -- wiring ---------------------------------------------------------------------------------
     def set_trainer(self, trainer: Trainer) -> None:
@@ -91,64 +78,35 @@ class AutoLRCallback(TrainerCallback):
 
     def add_loss(self, loss: torch.Tensor) -> None:
         """Add one micro-batch's loss (as returned by ``training_step``) to the current step."""
-        loss = loss.detach().float().sum()
-        self._step_loss = loss if self._step_loss is None else self._step_loss + loss
+        self.driver.add_loss(loss)
 
     def _forward_hook(self, module: torch.nn.Module, args: Any, output: Any) -> None:
         loss = output.get("loss") if isinstance(output, dict) else getattr(output, "loss", None)
         if module.training and torch.is_tensor(loss):
-            accumulation = self._accumulation_steps or 1
-            self.add_loss(loss / accumulation)
+            self.add_loss(loss / (self._accumulation_steps or 1))
 
-    # -- events ---------------------------------------------------------------------------------
+    # -- events: each is one call of the driver ---------------------------------------------------
     def on_train_begin(self, args, state, control, model=None, lr_scheduler=None, **kwargs):  # noqa: D102
-        self._step_loss = None
         self._accumulation_steps = args.gradient_accumulation_steps
-        self.history = {"step": [], "lr": [], "loss": []}
         if self.trainer is None and self._hook is None and model is not None:
             self._hook = model.register_forward_hook(self._forward_hook)
-        scheduler = _feedback_scheduler(lr_scheduler)
-        if scheduler is not None:
-            scaler = getattr(getattr(self.trainer, "accelerator", None), "scaler", None)
-            scheduler.attach(model, grad_scaler=scaler)
+        scaler = getattr(getattr(self.trainer, "accelerator", None), "scaler", None)
+        self.driver = FeedbackDriver(lr_scheduler, micro_batch_losses="sum").attach(model, grad_scaler=scaler)
 
     def on_pre_optimizer_step(self, args, state, control, lr_scheduler=None, **kwargs):  # noqa: D102
-        scheduler = _feedback_scheduler(lr_scheduler)
-        if scheduler is None:
-            self._step_loss = None
-            return
-        scheduler.before_optimizer_step()
-        # Every rank enters the collective, even one that saw no loss (it sends NaN → dropped).
-        local = self._step_loss if self._step_loss is not None else torch.tensor(float("nan"))
-        self._step_loss = None
-        loss = _mean_over_processes(local)
-        if scheduler.needs_loss:
-            scheduler.observe(loss)
-        step = state.global_step if state is not None else len(self.history["step"])
-        self.history["step"].append(float(step))
-        self.history["lr"].append(float(scheduler.get_last_lr()[0]))
-        self.history["loss"].append(loss)
+        if isinstance(lr_scheduler, FeedbackScheduler) and self.driver.scheduler is not lr_scheduler:
+            self.driver.scheduler = lr_scheduler  # a scheduler the callback learns of only now
+        self.driver.before_optimizer_step(step=state.global_step if state is not None else None)
 
-    def on_step_end(self, args, state, control, lr_scheduler=None, **kwargs):  # noqa: D102
-        scheduler = _feedback_scheduler(lr_scheduler)
-        if scheduler is not None and scheduler.finished and not control.should_training_stop:
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: D102
+        if self.driver.finished and not control.should_training_stop:
             control.should_training_stop = True  # e.g. AdaScale's scale-invariant budget is spent
             # What DefaultFlowCallback does at max_steps: a final checkpoint and evaluation.
             if args.save_strategy == "steps":
                 control.should_save = True
             if args.eval_strategy == "steps" and args.eval_delay <= state.global_step:
                 control.should_evaluate = True
-        if scheduler is not None and scheduler.needs_loss and not self._warned and state.global_step >= 2:
-            if scheduler.num_observed - scheduler.num_nonfinite == 0:
-                self._warned = True
-                message = (
-                    f"hf_autolr: the {scheduler.name!r} scheduler has received no finite training loss "
-                    f"after {state.global_step} steps, so it cannot adapt the learning rate. Does the "
-                    "model return a loss? With a custom compute_loss, use AutoLRTrainer or call "
-                    "AutoLRCallback.add_loss(loss) yourself."
-                )
-                logger.warning(message)
-                warnings.warn(message, RuntimeWarning, stacklevel=2)
+        self.driver.check_fed(state.global_step)
 
     def on_train_end(self, args, state, control, **kwargs):  # noqa: D102
         if self._hook is not None:
