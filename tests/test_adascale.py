@@ -481,11 +481,16 @@ def _batch(step: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(3, 4, generator=g), torch.randn(3, 2, generator=g) + 1.0
 
 
-def _ddp_worker(rank: int, out_dir: str) -> None:
+def _ddp_worker(rank: int, out_dir: str, users_comm_hook: bool) -> None:
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
     torch.manual_seed(0)
     ddp = DistributedDataParallel(nn.Linear(4, 2))
+    if users_comm_hook:  # the user's own hook stays; the statistics take a second all-reduce
+        ddp.register_comm_hook(None, allreduce_hook)
     opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
     sched = AdaScale(opt, 100).attach(ddp)
+    assert len(ddp._comm_hooks) == 1  # ours (statistics with the last gradient bucket) or the user's
     record = []
     for step in range(STEPS):
         for mb in range(MICRO):
@@ -500,8 +505,9 @@ def _ddp_worker(rank: int, out_dir: str) -> None:
     torch.save(record, Path(out_dir) / f"rank{rank}.pt")
 
 
-def test_two_processes_with_accumulation_use_all_four_samples(tmp_path):
-    run_workers(_ddp_worker, args=(str(tmp_path),), nprocs=WORLD)
+@pytest.mark.parametrize("users_comm_hook", [False, True], ids=["with-last-bucket", "own-collective"])
+def test_two_processes_with_accumulation_use_all_four_samples(tmp_path, users_comm_hook):
+    run_workers(_ddp_worker, args=(str(tmp_path), users_comm_hook), nprocs=WORLD)
     rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert rank0 == rank1  # identical gain and LR on both ranks, every step

@@ -4,9 +4,9 @@ Per optimizer step, on every rank:
 
 1. ``add_loss(loss)`` for each micro-batch;
 2. ``before_optimizer_step()`` after the last backward: the method's pre-step hook (AdaScale's
-   gradient statistics), then the step loss reduced across processes (a collective, run on every
-   rank even with no loss: it then sends NaN, which the method counts and ignores), then
-   ``observe``;
+   gradient statistics), then, for a method that learns from the loss, the step loss reduced
+   across processes (a collective, run on every rank even with no loss: it then sends NaN, which
+   the method counts and ignores) and ``observe``;
 3. ``optimizer.step()``, then ``step()``: ``scheduler.step()`` unless the optimizer step was
    skipped (fp16 overflow), whose observation the next one replaces.
 
@@ -85,7 +85,8 @@ class FeedbackDriver:
 
     def before_optimizer_step(self, loss: torch.Tensor | float | None = None, *, step: int | None = None) -> float | None:
         """After the step's last backward, before ``optimizer.step()``, on every rank (``loss``: one
-        more micro-batch, as :meth:`add_loss`). Returns the reduced step loss (NaN if none)."""
+        more micro-batch, as :meth:`add_loss`). Returns the step loss (NaN if none): reduced over
+        processes for a method that learns from it, this rank's otherwise."""
         if self.scheduler is None:
             self._losses = []
             return None
@@ -98,9 +99,11 @@ class FeedbackDriver:
         else:
             local = torch.tensor(float("nan"))
         self._losses = []
-        reduced = self.reduce(local)
         if self.scheduler.needs_loss:
+            reduced = self.reduce(local)
             self.scheduler.observe(reduced)
+        else:  # the method ignores the loss: no collective for it (the history keeps this rank's)
+            reduced = float(local)
         self.history["step"].append(float(len(self.history["step"]) if step is None else step))
         self.history["lr"].append(float(self.scheduler.get_last_lr()[0]))
         self.history["loss"].append(reduced)

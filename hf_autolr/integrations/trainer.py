@@ -91,7 +91,8 @@ class AutoLRCallback(TrainerCallback):
         if self.trainer is None and self._hook is None and model is not None:
             self._hook = model.register_forward_hook(self._forward_hook)
         scaler = getattr(getattr(self.trainer, "accelerator", None), "scaler", None)
-        self.driver = FeedbackDriver(lr_scheduler, micro_batch_losses="sum").attach(model, grad_scaler=scaler)
+        trained = getattr(self.trainer, "model_wrapped", None) or model  # the DDP wrapper when there is one
+        self.driver = FeedbackDriver(lr_scheduler, micro_batch_losses="sum").attach(trained, grad_scaler=scaler)
 
     def on_pre_optimizer_step(self, args, state, control, lr_scheduler=None, **kwargs):  # noqa: D102
         if isinstance(lr_scheduler, FeedbackScheduler) and self.driver.scheduler is not lr_scheduler:

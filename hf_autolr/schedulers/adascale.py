@@ -234,8 +234,10 @@ class AdaScale(FeedbackScheduler):
         or by default the optimizer's).
 
         Call once before the first backward; calling again with the same parameters only updates
-        ``grad_scaler``. Attach to the module that is trained (the DDP-wrapped one is fine: it has
-        the same parameters). The integrations call it with the model and the GradScaler.
+        ``grad_scaler``. Attach to the module that is trained: given the DDP-wrapped one (without a
+        comm hook of its own), the statistics' all-reduce is launched from DDP's comm hook with
+        its last gradient bucket rather than as a second collective. The integrations call it
+        with the model and the GradScaler.
         """
         if model is None:
             params = [p for group in unwrap_optimizer(self.optimizer).param_groups for p in group["params"]]
@@ -248,7 +250,10 @@ class AdaScale(FeedbackScheduler):
             return self
         self.detach()
         preconditioner = AdamPreconditioner(self.optimizer) if self.rule == "adam" else None
-        self._tracker = GradientSampleTracker(params, grad_scaler=grad_scaler, preconditioner=preconditioner)
+        self._tracker = GradientSampleTracker(params, grad_scaler=grad_scaler, preconditioner=preconditioner,
+                                              loss_scaling=self.loss_scaling)
+        if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            self._tracker.reduce_with(model)  # the statistics ride on DDP's last gradient bucket
         return self
 
     def detach(self) -> None:

@@ -10,8 +10,10 @@ With S independent base-batch gradients g_1..g_S and their mean ḡ, the unbiase
 
 and the gain is r = (σ² + μ²) / (σ²/S + μ²) ∈ [1, S] after clipping σ² ≥ 1e-6, μ² ≥ 0.
 
-**Where the samples come from.** :class:`GradientSampleTracker` puts a tensor hook on every
-parameter (``param.register_hook``, as fairscale and AdaptDL do). It sees each micro-batch's
+**Where the samples come from.** :class:`GradientSampleTracker` puts one multi-gradient hook on
+the parameters (``register_multi_grad_hook``; fairscale and AdaptDL use one ``register_hook`` per
+parameter, the same point in the backward pass), and sums the squared norms of all gradients in
+one fused ``_foreach_norm``. It sees each micro-batch's
 *local* gradient before it is accumulated into ``.grad`` and before DDP averages it, so one
 optimizer step gives S = processes × micro-batches samples and Σ‖g_i‖² is the sum of the squared
 norms the hooks saw. The micro-batches are counted per parameter (the most hook calls of any
@@ -49,6 +51,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch.autograd import Variable
+from torch.autograd.graph import register_multi_grad_hook
 
 VAR_FLOOR = 1e-6  # σ² clip of the paper (and fairscale / AdaptDL)
 ADAM_PRECONDITION_AFTER = 5  # AdaptDL: raw gradients until Adam's second moment has 5 steps
@@ -139,29 +142,23 @@ class GradientSample:
     preconditioned: bool  # statistics on Adam-preconditioned gradients
 
 
-def _sq_norm(grad: torch.Tensor, pinv: torch.Tensor | None) -> torch.Tensor:
-    """‖grad / pinv‖², squares in at least float32 (fp16 squares of scaled gradients overflow),
-    summed in float64 (σ̂² is a difference of two nearly equal sums)."""
-    grad = grad.detach()
-    if grad.dtype not in (torch.float32, torch.float64):
-        grad = grad.float()
-    if pinv is not None:
-        grad = grad / pinv
-    return grad.square().sum(dtype=torch.float64)
+def _sq_norm_sum(grads: list[torch.Tensor], pinvs: list[torch.Tensor | None] | None = None) -> torch.Tensor:
+    """Σ ‖grad / pinv‖² over ``grads`` as a float64 scalar: one fused ``_foreach_norm`` in float64
+    (fp16 squares of scaled gradients would overflow; σ̂² is a difference of two nearly equal sums)."""
+    if pinvs is not None:
+        wide = (torch.float32, torch.float64)
+        grads = [g if p is None else (g if g.dtype in wide else g.float()) / p for g, p in zip(grads, pinvs)]
+    norms = torch._foreach_norm([g.detach() for g in grads], 2, dtype=torch.float64)
+    return torch.stack(norms).square().sum()
 
 
-def _weak_hook(tracker: weakref.ref, param: torch.Tensor) -> Callable[[torch.Tensor], None]:
-    def hook(grad: torch.Tensor) -> None:
+def _weak_hook(tracker: weakref.ref, params: list[torch.Tensor]) -> Callable[[Any], None]:
+    def hook(grads: Any) -> None:
         live = tracker()
         if live is not None:
-            live._on_grad(param, grad)
+            live._on_grads(params, grads)
 
     return hook
-
-
-def _remove_handles(handles: list[Any]) -> None:
-    for handle in handles:
-        handle.remove()
 
 
 class GradientSampleTracker:
@@ -179,8 +176,11 @@ class GradientSampleTracker:
         *,
         grad_scaler: Any = None,
         preconditioner: Callable[[torch.Tensor], torch.Tensor | None] | None = None,
+        loss_scaling: str = "mean",
     ) -> None:
         self.params = [p for p in params if p.requires_grad]
+        self.loss_scaling = loss_scaling
+        self._pending = None
         if not self.params:
             raise ValueError("AdaScale.attach: no parameters that require gradients")
         self.grad_scaler = grad_scaler
@@ -188,9 +188,10 @@ class GradientSampleTracker:
         # The hooks hold the tracker weakly, and the finalizer removes them once the tracker (its
         # scheduler) is gone: a scheduler replaced without detach() (a second Trainer.train())
         # leaves no live hooks behind.
-        this = weakref.ref(self)
-        handles = [p.register_hook(_weak_hook(this, p)) for p in self.params]
-        self._remove_hooks = weakref.finalize(self, _remove_handles, handles)
+        # One multi-grad hook for all parameters: called once per backward with every local
+        # gradient (before accumulation into .grad and before DDP's reduction).
+        handle = register_multi_grad_hook(self.params, _weak_hook(weakref.ref(self), self.params), mode="all")
+        self._remove_hooks = weakref.finalize(self, handle.remove)
         self.reset()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -201,6 +202,7 @@ class GradientSampleTracker:
         self._sample_sq: torch.Tensor | None = None  # this step, unscaled
         self._mean_sq: torch.Tensor | None = None  # ‖.grad‖² after the latest backward, unscaled
         self._preconditioned = False
+        self._wait_pending()
         # Also re-arms the end-of-backward callback if a failed backward never ran it (queueing it
         # twice in one backward is harmless: the second run finds nothing new to fold).
         self._callback_queued = False
@@ -208,6 +210,56 @@ class GradientSampleTracker:
     def remove(self) -> None:
         """Remove the hooks (idempotent)."""
         self._remove_hooks()
+
+    # -- DDP: the statistics travel with the last gradient bucket ----------------------------------
+    def reduce_with(self, ddp: torch.nn.Module) -> bool:
+        """Launch this step's sample statistics' all-reduce from ``ddp``'s comm hook, right after
+        its last gradient bucket, instead of as a second collective after the backward pass.
+
+        The hook reduces every bucket as DDP's default does (``allreduce_hook``: mean over
+        processes). Returns False (and changes nothing) when ``ddp`` already has a comm hook.
+        """
+        if getattr(ddp, "_comm_hooks", None) or not hasattr(ddp, "register_comm_hook"):
+            return False
+        from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook  # noqa: PLC0415
+
+        this = weakref.ref(self)
+
+        def reduce_bucket_then_statistics(group, bucket):  # unannotated: DDP checks the annotations
+            future = allreduce_hook(group, bucket)
+            live = this()
+            if live is not None and bucket.is_last():
+                live._launch_statistics(group)
+            return future
+
+        ddp.register_comm_hook(None, reduce_bucket_then_statistics)
+        return True
+
+    def _local_statistics(self) -> torch.Tensor:
+        """[Σ‖g_i‖² (unscaled, loss convention undone), micro-batches, preconditioned] on this rank."""
+        sample_sq = torch.zeros((), dtype=torch.float64)
+        if self._sample_sq is not None:
+            sample_sq = sample_sq + self._sample_sq.to(sample_sq.device)
+        if self._backward_sq is not None:  # the backward pass still running
+            sample_sq = sample_sq + self._backward_sq.to(sample_sq.device) / self._grad_scale() ** 2
+        micro_batches = max(self._calls.values(), default=0)
+        if self.loss_scaling == "mean":  # hooks saw g_i / c
+            sample_sq = sample_sq * micro_batches**2
+        return torch.stack([sample_sq, torch.tensor(float(micro_batches), dtype=torch.float64),
+                            torch.tensor(float(self._preconditioned), dtype=torch.float64)])
+
+    def _launch_statistics(self, group: Any) -> None:
+        self._wait_pending()
+        packed = self._local_statistics()
+        self._pending = (dist.all_reduce(packed, group=group, async_op=True), packed)
+
+    def _wait_pending(self) -> torch.Tensor | None:
+        pending, self._pending = getattr(self, "_pending", None), None
+        if pending is None:
+            return None
+        work, packed = pending
+        work.wait()
+        return packed
 
     def has_samples(self) -> bool:
         """Whether a backward pass reached the hooks since the last :meth:`collect`."""
@@ -219,18 +271,24 @@ class GradientSampleTracker:
         return len(wanted) == len(self.params) and all(a is b for a, b in zip(wanted, self.params))
 
     # -- during backward ------------------------------------------------------------------------
-    def _pinv(self, param: torch.Tensor) -> torch.Tensor | None:
-        pinv = self.preconditioner(param) if self.preconditioner is not None else None
-        if pinv is not None:
-            self._preconditioned = True
-        return pinv
+    def _pinvs(self, params: list[torch.Tensor]) -> list[torch.Tensor | None] | None:
+        if self.preconditioner is None:
+            return None
+        pinvs = [self.preconditioner(p) for p in params]
+        self._preconditioned = self._preconditioned or any(p is not None for p in pinvs)
+        return pinvs
 
-    def _on_grad(self, param: torch.Tensor, grad: torch.Tensor) -> None:
-        key = id(param)
-        if param.grad is None and self._calls.get(key, 0) > 0:
+    def _on_grads(self, params: list[torch.Tensor], grads: Any) -> None:
+        present = [(p, g) for p, g in zip(params, grads) if g is not None]
+        if not present:
+            return
+        first = present[0][0]
+        if first.grad is None and self._calls.get(id(first), 0) > 0:
             self.reset()  # zeroed without a scheduler step (skipped fp16 step): start afresh
-        self._calls[key] = self._calls.get(key, 0) + 1
-        sq = _sq_norm(grad, self._pinv(param))
+        for p, _ in present:
+            self._calls[id(p)] = self._calls.get(id(p), 0) + 1
+        used = [p for p, _ in present]
+        sq = _sq_norm_sum([g for _, g in present], self._pinvs(used))
         previous = self._backward_sq
         self._backward_sq = sq if previous is None else previous + sq.to(previous.device)
         if not self._callback_queued:
@@ -255,18 +313,22 @@ class GradientSampleTracker:
             previous = self._sample_sq
             self._sample_sq = part if previous is None else previous + part.to(previous.device)
             self._backward_sq = None
-        total: torch.Tensor | None = None
-        for p in self.params:
-            if p.grad is not None:
-                sq = _sq_norm(p.grad, self._pinv(p))
-                total = sq if total is None else total + sq.to(total.device)
-        if total is not None:
+        with_grad = [p for p in self.params if p.grad is not None]
+        if with_grad:
+            total = _sq_norm_sum([p.grad for p in with_grad], self._pinvs(with_grad))
             self._mean_sq = total * inv_scale_sq
 
     # -- at the optimizer step ------------------------------------------------------------------
-    def collect(self, loss_scaling: str) -> GradientSample:
+    def collect(self, loss_scaling: str | None = None) -> GradientSample:
         """This step's samples, summed over processes (a collective when torch.distributed is
-        initialised with more than one process: every rank must call it), then :meth:`reset`."""
+        initialised with more than one process: every rank must call it; with :meth:`reduce_with`
+        it only waits for the reduction already launched), then :meth:`reset`."""
+        if loss_scaling is not None:
+            self.loss_scaling = loss_scaling
+        launched = self._wait_pending()
+        if launched is not None:
+            return self._from_reduced(launched)
+        loss_scaling = self.loss_scaling
         micro_batches = max(self._calls.values(), default=0)
         sample_sq = self._sample_sq if self._sample_sq is not None else torch.zeros((), dtype=torch.float64)
         mean_sq = self._mean_sq if self._mean_sq is not None else torch.zeros((), dtype=torch.float64)
@@ -296,5 +358,22 @@ class GradientSampleTracker:
             sample_sq_sum=sample_sq_sum,
             mean_sq=mean_sq_value,
             finite=math.isfinite(sample_sq_sum) and math.isfinite(mean_sq_value),
+            preconditioned=preconditioned > 0,
+        )
+
+    def _from_reduced(self, packed: torch.Tensor) -> GradientSample:
+        """The sample from statistics reduced by the comm hook; ‖ḡ‖² is this rank's (after DDP
+        every rank holds the same averaged gradient)."""
+        sample_sq_sum, count, preconditioned = packed.tolist()
+        mean_sq = float(self._mean_sq) if self._mean_sq is not None else 0.0
+        micro_batches = max(self._calls.values(), default=0)
+        if self.loss_scaling == "sum" and micro_batches > 0:  # .grad is c·ḡ
+            mean_sq = mean_sq / micro_batches**2
+        self.reset()
+        return GradientSample(
+            num_samples=int(round(count)),
+            sample_sq_sum=sample_sq_sum,
+            mean_sq=mean_sq,
+            finite=math.isfinite(sample_sq_sum) and math.isfinite(mean_sq),
             preconditioned=preconditioned > 0,
         )
