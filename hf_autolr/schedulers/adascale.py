@@ -155,6 +155,18 @@ def resolve_rule(optimizer: torch.optim.Optimizer, rule: str) -> str:
     return family
 
 
+def refuse_sharded(params: list[torch.Tensor]) -> None:
+    """``ValueError`` for FSDP / ZeRO-sharded parameters: the gain needs each process's whole local
+    gradient per sample, which sharded engines never materialise on the parameter."""
+    sharded = any(type(p).__name__ == "DTensor" or hasattr(p, "_is_flat_param") or hasattr(p, "ds_id") for p in params)
+    if sharded:
+        raise ValueError(
+            "adascale: the parameters are sharded (FSDP / DeepSpeed ZeRO), and AdaScale's gain needs each "
+            "process's whole local gradient; train with DDP (accelerate launch without an FSDP/DeepSpeed "
+            "config, or torchrun with DistributedDataParallel), or use autolr_gp, lrtuner or autodrop, which work sharded"
+        )
+
+
 class AdaScale(FeedbackScheduler):
     """AdaScale gain and scale-invariant progress on top of a pure-torch base schedule.
 
@@ -245,6 +257,7 @@ class AdaScale(FeedbackScheduler):
             params = list(model.parameters())
         else:
             params = list(model)
+        refuse_sharded(params)
         if self._tracker is not None and self._tracker.same_params(params):
             self._tracker.grad_scaler = grad_scaler
             return self
