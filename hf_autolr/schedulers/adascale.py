@@ -1,85 +1,21 @@
-"""``adascale``: AdaScale — scale the LR by the measured gain of a large batch, and stretch the
-schedule by the same factor.
+"""``adascale``: scale the LR by the measured gain of a large batch, and stretch the schedule.
 
 Johnson, Agrawal, Gu, Guestrin, "AdaScale SGD: A User-Friendly Algorithm for Distributed
-Training", ICML 2020, arXiv 2007.05105 (Algorithm 1 of the ICLR-2020 submission text). The Adam
-rule follows AdaptDL's ``AdamScale`` (petuum/adaptdl, ``scaling_rules.py`` and
-``gradient_noise_scale.py``; read, not copied).
+Training", ICML 2020, arXiv 2007.05105 (Algorithm 1 of the ICLR-2020 submission text). A step
+of S gradient samples (processes × micro-batches; S = 1 is refused) is worth
+r = (σ² + μ²)/(σ²/S + μ²) ∈ [1, S] S=1 steps, σ² and μ² being the smoothed gradient variance and
+squared norm (:mod:`~hf_autolr.schedulers.gradient_noise`); τ += r until τ ≥ ``num_training_steps``:
 
-Each optimizer step averages S gradient samples (processes × micro-batches). From them
-:mod:`~hf_autolr.schedulers.gradient_noise` estimates the gradient variance σ² and the squared
-gradient norm μ²; after smoothing, the gain is r = (σ² + μ²)/(σ²/S + μ²) ∈ [1, S]: how many S=1
-steps one step is worth. The scheduler keeps the scale-invariant progress τ (τ += r per step),
-evaluates the S=1 base schedule at ⌊τ⌋, and sets
+    lr = configured lr × base(⌊τ⌋) × r      (rule "sgd", the paper)
+    lr = configured lr × base(⌊τ⌋) × √r     (rule "adam": AdaptDL's AdamScale, read, not copied)
 
-    lr = configured lr × base(⌊τ⌋) × r          (rule "sgd", the paper)
-    lr = configured lr × base(⌊τ⌋) × √r         (rule "adam", AdaptDL's AdamScale)
+Example::
 
-``num_training_steps`` is the S=1 budget T_SI (``num_warmup_steps`` too is in S=1 steps);
-:attr:`AdaScale.finished` turns true when τ ≥ T_SI, which takes between T_SI/S and T_SI steps.
-An integration stops training there. In the Trainer, ``num_training_steps`` is ``max_steps``
-(given, or derived from ``num_train_epochs`` at the large batch): it is both T_SI and the cap on
-optimizer steps, which AdaScale never reaches before τ ≥ T_SI unless r = 1 throughout (τ grows by
-r ≥ 1 per step). To rerun an S=1 recipe of T steps (E epochs) at batch b with S = processes ×
-``gradient_accumulation_steps``, keep ``per_device_train_batch_size=b`` and set ``max_steps=T``
-(or ``num_train_epochs=E·S``); AdaScale then stops after T/S to T optimizer steps.
+    import hf_autolr
+    args = TrainingArguments(output_dir="out", lr_scheduler_type="adascale", max_steps=T_SI,
+                             gradient_accumulation_steps=4)         # S = 4 × processes
 
-Usage (a raw loop; the integrations do the same)::
-
-    sched = AdaScale(optimizer, num_training_steps=T_SI, base="cosine", num_warmup_steps=100)
-    sched.attach(model)                       # tensor hooks; DDP-wrapped model is fine
-    while not sched.finished:
-        for i, batch in enumerate(micro_batches):              # c ≥ 2, or several processes
-            with (ddp.no_sync() if i < c - 1 else nullcontext()):
-                (loss_fn(model, batch) / c).backward()         # loss_scaling="mean"
-        sched.before_optimizer_step()         # optional: this step uses its own gain (the paper)
-        clip_grad_norm_(model.parameters(), 1.0)              # fine: statistics are pre-clip
-        optimizer.step(); sched.step(); optimizer.zero_grad()
-
-API
-- ``AdaScale(optimizer, num_training_steps, *, num_warmup_steps=None, base="constant",
-  rule="auto", smoothing=None, loss_scaling="mean", min_lr_ratio=0.0)``.
-- ``attach(model=None, *, grad_scaler=None)``: hooks on ``model``'s parameters (a module, an
-  iterable of parameters, or by default the optimizer's); idempotent; ``grad_scaler`` is a
-  ``torch.amp.GradScaler`` (or a number) whose factor the gradients carry. ``detach()`` removes
-  them (so does garbage collection of the scheduler).
-- ``before_optimizer_step()`` = ``record_gradients()`` (optional in a raw loop; the Trainer
-  integration calls it): between the last backward and ``optimizer.step()`` (clipping before or
-  after it is fine), turns this step's gradients into the gain and sets the LR of *this* step, as
-  in the paper. Without it ``step()`` does the same work and the new gain applies from the next
-  step (a one-step lag; r₀ = 1 for the first step either way). If the optimizer step is then
-  skipped (fp16 overflow), ``step()`` is not called: τ does not advance, the overflowed
-  statistics are no observation, and the next step is measured afresh.
-- ``step()``: once per optimizer step that was taken (not after a skipped fp16 step).
-- ``finished``, ``gain``, ``progress``, ``scale``; ``diagnostics()`` → ``adascale/gain``,
-  ``adascale/progress`` (τ), ``adascale/scale`` (S), ``adascale/var``, ``adascale/sqr`` (smoothed
-  σ², μ²), ``adascale/var_step``, ``adascale/sqr_step`` (this step's unclipped estimates),
-  ``adascale/lr_factor`` (r or √r), ``adascale/skipped`` (non-finite steps).
-
-Choices (documented in the README):
-- **S = 1 is refused.** One process without accumulation gives one sample, and σ² needs two
-  (fairscale also raises; AdaptDL's alternative pairs consecutive steps, which is biased). The
-  first step raises ``RuntimeError`` naming the remedy: ``gradient_accumulation_steps ≥ 2`` or
-  more processes. A one-sample step *after* normal ones (the short last step of an epoch whose
-  micro-batch count is not a multiple of the accumulation) is no observation and has gain 1.
-- **Loss convention.** ``loss_scaling="mean"`` (default): each micro-batch loss is divided by the
-  number of micro-batches, as HF Trainer and ``accelerator.backward`` do (Trainer's
-  ``num_items_in_batch`` normalisation is the same when micro-batches hold equal item counts, and
-  weights them by their item counts otherwise); ``"sum"``: the micro-batch losses are summed.
-- **One global gain.** All param groups share r, so their LR ratios are kept (fairscale scales
-  each group by its own gain; the paper has one r).
-- **Smoothing.** Each step's estimates are clipped (σ² ≥ 1e-6, μ² ≥ 0), then averaged with weight
-  max(1/t, 1−θ) for the t-th observation (a plain mean while t < 1/(1−θ), then an EMA), θ =
-  ``smoothing`` or max(1 − S/1000, 0).
-- **Adam rule** (``rule="adam"``, or ``"auto"`` for optimizers with Adam-like moments, RMSprop,
-  Adagrad…): as AdaptDL's AdamScale, the LR factor is √r and the statistics are taken on
-  Adam-preconditioned gradients g/(√v̂ + ε) once the optimizer has taken 5 steps (raw gradients
-  before, and always where it keeps no ``exp_avg_sq``); the averages restart when
-  preconditioning starts. τ still advances by r. ``"auto"`` picks ``"sgd"`` for SGD-like
-  optimizers and refuses optimizers it cannot classify.
-- **Non-finite gradients** (fp16 overflow) are no observation: estimates and gain unchanged.
-- **State** is plain floats: a resumed run gives the same LRs. Do not checkpoint between the
-  micro-batches of a step (the pending samples are not saved).
+Design notes: docs/adascale.md in the repository.
 """
 
 from __future__ import annotations
@@ -180,6 +116,17 @@ class AdaScale(FeedbackScheduler):
         smoothing: θ in [0, 1); ``None`` = max(1 − S/1000, 0).
         loss_scaling: ``"mean"`` (micro-batch losses divided by their count) or ``"sum"``.
         min_lr_ratio: floor of ``cosine_with_min_lr``, as a fraction of the LR.
+
+    Example::
+
+        sched = AdaScale(optimizer, num_training_steps=1000, base="cosine").attach(model)
+        for micro_batches in loader:                # each step: ≥ 2 micro-batches (or processes)
+            for x, y in micro_batches:
+                (loss_fn(model(x), y) / len(micro_batches)).backward()
+            sched.before_optimizer_step()           # this step's own gain
+            optimizer.step(); sched.step(); optimizer.zero_grad()
+            if sched.finished:                      # τ reached num_training_steps
+                break
     """
 
     name = "adascale"
@@ -303,7 +250,8 @@ class AdaScale(FeedbackScheduler):
         return gain_ratio(self.var_avg, self.sqr_avg, self.scale if scale is None else scale)
 
     def record_gradients(self) -> None:
-        """Use this step's gradients for this step's LR (optional; see the module doc).
+        """Use this step's gradients for this step's LR (optional: without it, a step's gain
+        applies from the next step).
 
         Call between the last backward and ``optimizer.step()``; a collective under
         torch.distributed (every rank calls it, or none). The gain is that of this step's own

@@ -1,43 +1,24 @@
 """Gradient-noise statistics for AdaScale: S gradient samples per optimizer step.
 
 Johnson, Agrawal, Gu, Guestrin, "AdaScale SGD: A User-Friendly Algorithm for Distributed
-Training", ICML 2020, arXiv 2007.05105 (equations from the ICLR-2020 submission text).
-
-With S independent base-batch gradients g_1..g_S and their mean ḡ, the unbiased estimates are
+Training", ICML 2020, arXiv 2007.05105 (equations from the ICLR-2020 submission text). With S
+independent base-batch gradients g_1..g_S and their mean ḡ, the unbiased estimates and the gain are
 
     σ̂² = (Σ‖g_i‖² − S‖ḡ‖²) / (S − 1)        (trace of one base batch's gradient covariance)
     μ̂² = ‖ḡ‖² − σ̂² / S                      (squared norm of the true gradient)
+    r  = (σ² + μ²) / (σ²/S + μ²) ∈ [1, S]    (after clipping σ² ≥ 1e-6, μ² ≥ 0)
 
-and the gain is r = (σ² + μ²) / (σ²/S + μ²) ∈ [1, S] after clipping σ² ≥ 1e-6, μ² ≥ 0.
+:class:`GradientSampleTracker` reads Σ‖g_i‖² in a multi-gradient hook, ‖ḡ‖² in ``.grad`` after DDP.
 
-**Where the samples come from.** :class:`GradientSampleTracker` puts one multi-gradient hook on
-the parameters (``register_multi_grad_hook``; fairscale and AdaptDL use one ``register_hook`` per
-parameter, the same point in the backward pass), and sums the squared norms of all gradients in
-one fused ``_foreach_norm``. It sees each micro-batch's
-*local* gradient before it is accumulated into ``.grad`` and before DDP averages it, so one
-optimizer step gives S = processes × micro-batches samples and Σ‖g_i‖² is the sum of the squared
-norms the hooks saw. The micro-batches are counted per parameter (the most hook calls of any
-parameter), which also holds under non-reentrant activation checkpointing.
+Example::
 
-**‖ḡ‖² before clipping.** At the end of every backward pass the tracker queues a callback on the
-autograd engine, which queues a second one; that second callback runs after DDP's reducer has
-written the averaged gradients into ``.grad`` (DDP queues its own finalizer during the backward
-pass), so it reads ``‖.grad‖²`` = the accumulated (and, after the synchronising micro-batch,
-process-averaged) gradient *before* any clipping, un-scaling or optimizer step. The value after
-the last backward of the step is the one used. fairscale and AdaptDL read ``.grad`` after DDP the
-same way (the idea is theirs, the code is not); it relies on the private
-``Variable._execution_engine.queue_callback``, which DDP itself also uses.
+    tracker = GradientSampleTracker(model.parameters(), loss_scaling="mean")
+    for x, y in micro_batches:                             # S ≥ 2 samples
+        (loss_fn(model(x), y) / len(micro_batches)).backward()
+    sample = tracker.collect()
+    var, sqr = noise_estimates(sample.sample_sq_sum, sample.mean_sq, sample.num_samples)
 
-**Conventions.** With ``loss_scaling="mean"`` each micro-batch loss was divided by the number c of
-micro-batches (what HF Trainer does), so a hook sees g_i / c and ``.grad`` is ḡ; with ``"sum"``
-the hook sees g_i and ``.grad`` is c·ḡ. fp16: hooks and ``.grad`` carry the GradScaler's factor;
-the tracker reads the scale at the end of each backward and divides it out. A step whose
-statistics are NaN/inf (overflow) is reported as not finite and is no observation. Gradients
-zeroed (set to ``None``) without a scheduler step — a skipped fp16 step — start a new step (with
-``zero_grad(set_to_none=False)`` this is not detected; the merged, non-finite step is dropped too).
-
-Not supported: FSDP / ZeRO (sharded ``.grad``), parameters shared across reentrant checkpoint
-segments, and extra ``torch.autograd.grad`` calls on the parameters inside a step.
+Design notes: docs/adascale.md in the repository.
 """
 
 from __future__ import annotations
@@ -162,7 +143,7 @@ def _weak_hook(tracker: weakref.ref, params: list[torch.Tensor]) -> Callable[[An
 
 
 class GradientSampleTracker:
-    """Tensor hooks that collect one optimizer step's gradient samples (see the module doc).
+    """Tensor hooks that collect one optimizer step's gradient samples (see docs/adascale.md).
 
     ``grad_scaler``: ``None``, a number, or an object with ``get_scale()`` (``torch.amp.GradScaler``)
     whose factor the gradients carry. ``preconditioner``: ``param -> Tensor | None`` to take the
