@@ -2,62 +2,21 @@
 
 Wang, Teng, Choromanska, "AutoDrop: Training Deep Learning Models with Automatic Learning Rate
 Drop", UAI 2024, PMLR 244:3603-3629 (``rule="uai2024"``, the default); first version: Teng,
-Wang, Choromanska, arXiv 2111.15317 (``rule="v1"``).
+Wang, Choromanska, arXiv 2111.15317 (``rule="v1"``). Algorithm 1: every ``window`` steps, with
+y_i the mean of the parameters over the window (angular velocity, Definition 3.3),
 
-**Angular velocity** (Definition 3.3): ``ω_i = ∠(s_i, s_{i-1})`` in degrees, where ``s_i`` is the
-displacement of the parameters between two successive measurements. At a fixed LR, ω rises
-(successive moves point the same way, far from a minimum) and then saturates near 90-120°
-(the parameters rattle around a minimum); that saturation is the moment to drop the LR.
+    ω_i = ∠(y_i − y_{i−1}, y_{i−1} − y_{i−2})        C_i = Gaussian-weighted mean of the last m ω
+    |C_i − C_prev| < threshold  ⇒  factor ← max(min_lr_ratio, drop_factor · factor)
 
-**UAI-2024 rule (Algorithm 1).** Every ``window`` (k) steps, ``y_i`` is the mean of the
-parameters over the window and ``ω_i = ∠(y_i - y_{i-1}, y_{i-1} - y_{i-2})`` goes into a buffer
-``B``. Once ``B`` holds ``smoothing_width`` (m) values, ``C_i`` is their Gaussian-weighted mean
-(σ = min(std(B), m/2), in index units) and the oldest value leaves ``B``. If
-``|C_i - C_prev| < threshold`` (0.1°), the LR factor becomes ``max(min_lr_ratio, ρ·factor)``
-(ρ = ``drop_factor`` = 0.95) and ``B`` is emptied. Many small drops: ``factor ≈ ρ^{O(N/k)}``.
-The printed algorithm is ambiguous in four places; the choices here:
+Four ambiguities of the printed algorithm are settled by stated choices; ``v1`` is reconstructed
+from the authors' code. It reads a seeded subset of the parameters' coordinates, never the loss.
 
-- (a) the printed ``∠(y_i, y_{i-1})`` contradicts Definition 3.3; the difference form is used.
-- (b) the printed kernel ``exp((x*-x_t)²/2σ²)`` lacks its minus sign; it is read as a Gaussian
-  weight centred on the newest value (``x*`` = the latest index), σ in index units.
-- (c) the test is printed signed (``C_i - C_prev < θ``: drop whenever ω stops rising, also when
-  it falls); the prose implies ``|·|``. Default ``|·|``; ``signed_test=True`` gives the printed one.
-- (d) whether ``C_prev`` survives a drop is not said: by default it is reset with ``B``
-  (``keep_reference_on_drop=True`` keeps it).
+Example::
 
-**v1 rule** (reconstructed from the authors' code; the v1 paper body was not available): once
-per "epoch" of ``steps_per_epoch`` steps, ``x_e`` = the parameters after the epoch's first step
-and ``ω_e = ∠(x_e - x_{e-1}, x_{e-1} - x_{e-2})``. When ``|ω_e - ω_{e-1}| < θ`` (0.01°) the rule
-arms; ``extra_epochs`` (20) epochs later the factor becomes ``max(min_lr_ratio, ρ·factor)``
-(ρ = 0.2), ``θ ← min(max_threshold, θ/ρ)`` (``auto_threshold``) and the rule disarms. The v1
-weight averaging (``--var_rd``), which rewrites the model, is not implemented.
+    import hf_autolr
+    args = TrainingArguments(output_dir="out", optim="sgd", lr_scheduler_type="autodrop")
 
-**Memory: at most one parameter copy.** The UAI rule needs three parameter-sized vectors (the
-running window sum, ``y_{i-1}`` and ``s_{i-1}``); no two-vector form exists (the window sum
-can absorb only one of the other two), and bf16 cannot hold absolute means whose differences are
-~1e-4 of their size. So the statistics cover a fixed seeded subset of coordinates (every
-``stride``-th element of each parameter, random offset per tensor; see ``param_subset``), held in
-fp32. ``track_fraction=None`` (default) takes the largest subset whose buffers fit in the bytes
-of the parameters (1/3 of fp32 coordinates for the UAI rule, 1/2 for v1; 1/6 and 1/4 for bf16).
-``track_fraction=1.0`` tracks everything (3 copies), ``max_tracked`` caps the count for very
-large models. The subset is deterministic across ranks and resumes, and its angle follows the
-full one closely (noisy quadratic, 1/3 tracked: mean |Δω| 0.2° at 30k parameters, 0.05° at 300k).
-
-**Distributed.** Under DDP the parameters are equal on all ranks, so decisions agree without
-communication. With sharded parameters (``sharded="auto"`` detects FSDP2 ``DTensor`` and FSDP1
-flat parameters; pass ``sharded=True`` for DeepSpeed ZeRO) each rank tracks its shard and the
-dot products and norms are all-reduced, so every rank computes the same global angle. A sharded
-run's per-rank buffers cannot come back from the single ``scheduler.pt`` a trainer saves, so a
-sharded resume restarts the angle statistics (the next ω comes 3 windows later); everything else
-resumes exactly.
-
-**Defaults for fine-tuning.** The paper uses k = 64 (CIFAR, ~78k steps) and 640 (ImageNet,
-~500k steps): about 1000 windows per run in both. ``window=None`` keeps that ratio:
-``k = max(8, round(num_training_steps / 1000))``; with the paper's m = 10 a drop needs at least
-11 windows after the previous one. The LR floor is ``min_lr_ratio`` (1e-3, as v1's 1e-4 at LR
-0.1) times the configured LR; drops clipped by it still count in ``autodrop/drops``.
-
-No loss is needed (``needs_loss = False``): everything is read from the optimizer's params.
+Design notes: docs/autodrop.md in the repository.
 """
 
 from __future__ import annotations
@@ -98,7 +57,8 @@ def angle_degrees(dot: float, norm_sq_a: float, norm_sq_b: float) -> float | Non
 
 
 def gaussian_smooth(values: list[float], width: int) -> float:
-    """Gaussian-weighted mean of the last ``width`` values, centred on the newest (choice (b)).
+    """Gaussian-weighted mean of the last ``width`` values, centred on the newest (choice (b) of
+    docs/autodrop.md).
 
     σ = min(std(values), width/2) in index units; σ = 0 gives the newest value.
     """
@@ -113,7 +73,16 @@ def gaussian_smooth(values: list[float], width: int) -> float:
 
 
 class AutoDrop(FeedbackScheduler):
-    """Step-wise LR drops when the smoothed angular velocity of the parameters stops changing."""
+    """Step-wise LR drops when the smoothed angular velocity of the parameters stops changing.
+
+    Example::
+
+        scheduler = AutoDrop(optimizer, num_training_steps=10_000, window=32)
+        for x, y in loader:
+            loss_fn(model(x), y).backward()
+            optimizer.step(); optimizer.zero_grad()
+            scheduler.step()                        # no observe(): it reads the parameters
+    """
 
     name = "autodrop"
     description = (
