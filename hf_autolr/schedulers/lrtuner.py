@@ -1,53 +1,23 @@
 """``lrtuner``: tune the LR during training by trial, explore at the tuned LR, then decay.
 
-Method: Iyer, Thejas, Kwatra, Ramjee, Sivathanu (Microsoft Research India), "LRTuner: A Learning
-Rate Tuner for Deep Neural Networks", AutoML@ICML 2021, arXiv 2105.14526 (earlier: "AutoLR",
-ICLR 2020 submission, openreview SkgtbaVYvH). What the paper establishes (abstract): the LR is
-tuned as training proceeds, for any optimizer (SGD+momentum and Adam), aiming at wide minima.
+Iyer, Thejas, Kwatra, Ramjee, Sivathanu, "LRTuner: A Learning Rate Tuner for Deep Neural
+Networks", AutoML@ICML 2021, arXiv 2105.14526. **A reconstruction, not the paper's algorithm**:
+only the abstract could be read and there is no public code; this module implements a stand-in
+designed for this package, labelled as such, on the same authors' explore-exploit ("Knee")
+schedule, arXiv 2003.03977:
 
-**Reconstruction, not the paper's algorithm.** The paper's method section (its algorithm, state,
-re-tuning period, decision rule, defaults) could not be found: searches for the arXiv, ar5iv,
-OpenReview and ICML pages returned the abstract only, and there is no public code. This module
-implements the project's labelled stand-in (specs/methods.md §4), with the same authors'
-explore-exploit ("Knee") schedule (arXiv 2003.03977) as its skeleton:
+    warmup   linear from 0 over num_warmup_steps
+    explore  every tune_every steps, train probe_steps at each of f·a, f/a, f (a = probe_factor)
+             from one snapshot; the lowest mean loss wins if `significance` standard errors
+             below f's; until `patience` periods stall, or explore_fraction·T
+    exploit  linear decay from f to final_lr_ratio·f at num_training_steps
 
-```
-warmup (num_warmup_steps, linear from 0)
-explore: every tune_every steps run a probe round: from one snapshot of the parameters and the
-         optimizer state, train probe_steps steps at each of {f·a, f/a, f} (a = probe_factor),
-         restoring the snapshot between candidates; keep the candidate with the lowest mean loss
-         over the second half of its probe (if it beats f by more than `significance` standard
-         errors, else keep f); the rest of the period trains at the chosen f.
-         Leave explore after `patience` periods without a lower period-mean loss, or at
-         explore_fraction·T.
-exploit: linear decay from the current f to final_lr_ratio·f at T.
-```
+Example::
 
-The decision rule is a choice of this project. The standard error comes from the step-to-step
-scatter of the scored losses around each candidate's trend (``significance=2`` by default: on
-losses that do not depend on the LR, about 7% of rounds move it, against ~65% with 0). Each
-candidate sees different batches, so a probe only resolves LR effects larger than the batch
-noise over ``probe_steps // 2`` losses; ``probe_steps`` defaults to ``clamp(T/100, 8, 50)`` and
-``tune_every`` to ``10·probe_steps``. The factor stays in ``[min_lr_ratio, max_lr_ratio]``
-(0.01-100) times the configured LR, which moves by at most ``probe_factor`` (2) per round.
+    import hf_autolr
+    args = TrainingArguments(output_dir="out", lr_scheduler_type="lrtuner", learning_rate=5e-5)
 
-**The probe runs inside an ordinary loop.** ``observe(loss); step()`` is all the loop does: the
-scheduler sets each candidate's LR, reads the losses, and restores the parameters (``p.copy_``
-of the params in ``optimizer.param_groups``) and the optimizer state in place from ``step()``,
-after ``optimizer.step()`` and before the next forward. Probe steps are real optimizer steps on
-real batches and count toward ``num_training_steps``; by default a round costs 3 × ``probe_steps``
-steps, of which 2 × ``probe_steps`` are rolled back when the current LR wins (3 × otherwise).
-Memory during a round: one copy of the parameters and one of the optimizer state (gone between
-rounds; a checkpoint taken mid-round carries it, so a resume continues the round exactly).
-Every rank restores the same way (decisions use the process-reduced loss), so DDP stays in sync.
-Not restored: module buffers outside the optimizer (BatchNorm running statistics), RNG states,
-the data order. The training loss a trainer logs during a round mixes the candidates' runs.
-Not for setups whose optimizer does not own the weights the model uses (DeepSpeed's fp32 master
-copies): use ``probe="off"``, which is the Knee schedule (explore at the configured LR for
-``explore_fraction``, then linear decay) — also this method's deterministic baseline.
-
-Losses that are NaN/inf are ignored; a candidate with no finite loss in its scored half cannot
-win, and a round with no scorable current LR keeps f unless another candidate has a score.
+Design notes: docs/lrtuner.md in the repository.
 """
 
 from __future__ import annotations
@@ -66,7 +36,18 @@ _PHASE_CODE = {WARMUP: 0.0, EXPLORE: 1.0, EXPLOIT: 2.0}
 
 
 class LRTuner(FeedbackScheduler):
-    """Trial-and-restore LR tuning during an explore phase, then linear decay (reconstruction)."""
+    """Trial-and-restore LR tuning during an explore phase, then linear decay (reconstruction).
+
+    Example::
+
+        scheduler = LRTuner(optimizer, num_training_steps=5000, num_warmup_steps=100)
+        for x, y in loader:
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            optimizer.step(); optimizer.zero_grad()
+            scheduler.observe(loss)                 # the loss of the step just taken
+            scheduler.step()                        # may restore the weights (a probe round)
+    """
 
     name = "lrtuner"
     description = "the LR factor is tuned online by short probing rounds of neighbouring factors (LRTuner)."
