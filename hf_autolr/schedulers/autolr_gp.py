@@ -1,51 +1,23 @@
 """``autolr_gp``: adaptive warmup with GP smoothing, back-off, then decay to zero (AutoWU).
 
 Kim, Kim, Kim, Lee, Kim, "Automated Learning Rate Scheduler for Large-batch Training",
-AutoML@ICML 2021, arXiv 2107.05855. Algorithm as in the authors' code (kakaobrain/autowu):
+AutoML@ICML 2021, arXiv 2107.05855; the algorithm of the authors' code (kakaobrain/autowu):
+the LR warms up (``lr_t = min_lr·g^t``, or linearly) until the GP posterior (mean m, covariance
+C on a grid ending at k; :mod:`~hf_autolr.schedulers.gp_smoothing`) of the per-step losses gives
 
-1. **Warmup.** The LR grows from ``min_lr`` exponentially (``lr_t = min_lr·g^t``) or linearly.
-2. **Test.** Every ``test_interval`` steps, a GP is fitted to the per-step losses so far
-   (``gp_smoothing``); over ``n_draws`` random subsets of the history it asks whether the
-   smoothed minimum lies in the past with probability > ``confidence``. A test votes "yes" when
-   at least ``min_votes`` of ``n_draws`` draws agree; ``patience`` consecutive yes-votes switch.
-3. **Back-off.** The LR returns to its value at the smoothed minimum (mean over draws).
-4. **Decay** to zero over the remaining steps: ``linear`` (default), ``cosine`` or ``constant_cosine``
-   (constant, then cosine over the last ``cooldown_fraction``). If no switch happens before the
-   warmup cap (``max_warmup_fraction·T``, or ``num_warmup_steps`` when given), decay starts
-   there from the current LR × ``backoff`` (1 by default: no back-off).
+    p = max_{i<k} Φ((m_k − m_i) / sqrt(C_ii + C_kk − 2 C_ik)) > confidence
 
-Two departures from the reference, both for fine-tuning and for cost:
+in ``min_votes`` of ``n_draws`` subsets, ``patience`` tests in a row: the smoothed minimum is
+behind. The LR backs off to its value there, then decays to zero (``linear``, ``cosine``, ...).
+Departures, for fine-tuning and cost: a step cadence, an LR range relative to the configured LR
+(a hint), bounded GP cost, a GP on ``log(loss)``, an optional ``rollback`` of the weights.
 
-- **Step cadence, optimizer-scaled range.** The reference tests once per epoch (patience 3) on an
-  LR range of 1e-5..1, which never fires in a 2-epoch fine-tune. Here the test runs every
-  ``test_interval`` steps (default: ``max_warmup / 50``, so any run length gets ~50 chances), and
-  the range is relative to the optimizer's configured LR, which becomes a *hint*:
-  ``[min_lr_ratio, max_lr_ratio] × lr`` = ``[0.1, 10] × lr`` by default (two decades; with HF's
-  default 5e-5 that is 5e-6..5e-4, the fine-tuning range). Param-group LR ratios are kept.
-- **Bounded cost.** Each GP conditions on at most ``gp_max_points`` points (random subsets of a
-  longer history), hyperparameters come in closed form (``gp_fit="moments"``; ``"mll"`` runs the
-  reference's GPyTorch likelihood fit), all draws share one batched factorisation, and two
-  cheap gates run first: a test whose exponential moving average of the loss is within one
-  noise σ of its running minimum votes "no" without any GP (the minimum cannot be behind us
-  yet), and one GP
-  on ``precheck_bins`` bin means of the whole history must already be confident before the
-  ``n_draws`` vote runs.
+Example::
 
-The GP models ``log(loss)`` when every loss is positive (``log_loss=True``): a rise from 0.01 to
-0.2 late in warmup matters as much as one from 1 to 20, which raw-scale smoothing would flatten.
+    import hf_autolr
+    args = TrainingArguments(output_dir="out", lr_scheduler_type="autolr_gp", learning_rate=5e-5)
 
-NaN/inf losses are dropped from the history and never reach a decision.
-
-A third departure, for ranges wide enough to overshoot (``rollback``): the parameters and
-optimizer state are copied in memory (one copy of the weights and of the optimizer's tensors),
-and a switch by the test restores that copy, so the steps taken at too high an LR cost nothing
-but time. ``"start"`` copies once, after the first step; ``"minimum"`` refreshes the copy at each
-test whose loss EMA sits at its running minimum (closer to the switch, but in fine-tuning the
-weights are already damaged there: the training loss still falls for a few steps at an LR that
-destroys the pretrained features). The copy is not part of ``state_dict()``: a run resumed
-between a copy and the switch backs off without rolling back. Each back-off LR, and the LR at
-the warmup cap, is multiplied by ``backoff`` (1 = the reference: the LR at the smoothed minimum,
-or the cap's).
+Design notes: docs/autolr_gp.md in the repository.
 """
 
 from __future__ import annotations
@@ -72,7 +44,18 @@ WARMUP, DECAY = "warmup", "decay"
 
 
 class AutoLRGP(FeedbackScheduler):
-    """Adaptive exponential/linear warmup that stops at the GP-smoothed loss minimum, then decays."""
+    """Adaptive exponential/linear warmup that stops at the GP-smoothed loss minimum, then decays.
+
+    Example::
+
+        scheduler = AutoLRGP(optimizer, num_training_steps=2000, decay_type="cosine")
+        for x, y in loader:
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            optimizer.step(); optimizer.zero_grad()
+            scheduler.observe(loss)                 # before step(): the loss of this step
+            scheduler.step()
+    """
 
     name = "autolr_gp"
     description = (
