@@ -1,42 +1,24 @@
 """CLARS-like (reconstructed): LARS whose denominator is the mean per-sample gradient norm.
 
-Source: Z. Huo, B. Gu, H. Huang, "Large Batch Training Does Not Need Warmup", arXiv 2002.01576
-(2020); published as "Large Batch Optimization for Deep Learning Using New Complete Layer-Wise
-Adaptive Rate Scaling", AAAI 2021, 35(9):7883-7890. There is no public code.
+Huo, Gu, Huang, "Large Batch Training Does Not Need Warmup", arXiv 2002.01576 (2020); published
+as "Large Batch Optimization for Deep Learning Using New Complete Layer-Wise Adaptive Rate
+Scaling", AAAI 2021, 35(9):7883-7890. **Not verified**: the method section could not be read and
+there is no public code; the rule below (LARS with the mean per-sample gradient norm in the
+denominator) and every default are a reconstruction. Per parameter tensor ``l``:
 
-**Verified** (abstract, third-party summaries): CLARS is a layer-wise adaptive rate method for
-large batches, proposed to make gradual warmup unnecessary, analysed through layer-wise
-smoothness and gradient variance, compared with LARS + warmup on ImageNet.
+    n_l   = mean_i ||grad_l f_i(w)||                  (per-sample norms, PerSampleGradNorms)
+    eta_l = trust_coefficient * ||w_l|| / (n_l + weight_decay * ||w_l|| + eps)
+    buf_l = momentum * buf_l + (1 - dampening) * eta_l * (grad_l + weight_decay * w_l)
+    w_l  -= lr * buf_l                                  (or Nesterov)
 
-**Not verified**: the update rule, its equation numbers and every default below. The paper's
-method section could not be read. This optimizer implements the best available description, that
-CLARS replaces LARS's norm of the mini-batch gradient with the mean of the per-sample gradient
-norms (a reconstruction: the paper's exact rule is unverified). Per parameter tensor ``l``:
+Conventions of LARS (You, Gitman, Ginsburg, arXiv 1708.03888, Algorithm 1), but ``lr`` scales the buffer.
 
-    n_l     = mean_i ||grad_l f_i(w)||                  (per-sample norms, PerSampleGradNorms)
-    eta_l   = trust_coefficient * ||w_l|| / (n_l + weight_decay * ||w_l|| + eps)
-    d_l     = eta_l * (grad_l + weight_decay * w_l)
-    buf_l   = momentum * buf_l + (1 - dampening) * d_l;  w_l -= lr * buf_l    (or Nesterov)
+Example::
 
-The weight-decay and momentum conventions are those of LARS (You, Gitman, Ginsburg, arXiv
-1708.03888, Algorithm 1) as implemented by ``pytorch_optimizer.LARS``, except that the learning
-rate multiplies the momentum buffer instead of entering it, like ``torch.optim.SGD``. Since
-``n_l >= ||mean_i grad_l f_i||`` (triangle inequality) steps shrink where per-sample gradients
-disagree, the usual situation early in training. With one sample per batch, ``eps=0``, CLARS is
-LARS. Tensors with ``ndim <= 1`` (biases, norm scales) get ratio 1 and no weight decay, as in
-``pytorch_optimizer.LARS``; a param group can force ``layer_adaptation=True/False``.
+    import hf_autolr
+    args = TrainingArguments(output_dir="out", optim="clars", learning_rate=8.0)   # no warmup
 
-**Scale.** The per-sample norms are in the scale of the gradient at the end of backward. Anything
-that rescales ``.grad`` before ``step()`` (fp16 loss-scale unscaling, gradient clipping) is applied
-to ``n_l`` too: per tensor by ``||grad now|| / ||grad at end of backward||`` in single-process runs
-(so, like LARS, the step does not depend on clipping or on the loss scale), or by the factor given
-to ``set_grad_scale()``, else 1 (multi-process runs: the backward hooks see pre-averaging grads).
-
-**Missing norms.** ``step()`` raises ``RuntimeError`` when no per-sample norms were provided at all
-(no ``attach(model)``, no ``set_per_sample_norms``): a wiring bug. Tensors the hooks cannot cover
-(tied weights, unsupported layers, see ``PerSampleGradNorms``) use the LARS denominator
-``||grad_l||`` instead, with one warning; ``diagnostics()`` counts them. A non-finite norm also
-falls back to LARS for that tensor.
+Design notes: docs/clars.md in the repository.
 """
 
 from __future__ import annotations
@@ -72,6 +54,14 @@ class CLARS(Optimizer):
 
     Feed it per-sample norms with ``attach(model)`` once (hooks; norms are taken and reset at each
     ``step()``) or with ``set_per_sample_norms(norms)`` before each ``step()``.
+
+    Example::
+
+        optimizer = CLARS.for_model(model, lr=8.0, weight_decay=1e-4)   # CLARS(...).attach(model)
+        for x, y in loader:
+            loss_fn(model(x), y).backward()
+            optimizer.step()                        # uses the norms of this step's backward
+            optimizer.zero_grad()
     """
 
     needs_per_sample_norms = True

@@ -1,51 +1,23 @@
 """Mean per-sample gradient norm of each parameter, from layer hooks: ``PerSampleGradNorms(model)``.
 
-Run forward/backward as usual with the hooks attached; ``norms()`` then gives, per parameter ``p``,
-the mean over the samples ``i`` of the global batch of ``||grad_p f_i||``, with ``f_i`` the loss of
-sample ``i``. Per-layer rules (``per_sample_rules``) compute each sample's contribution from the
-layer's input and output gradient, without a loop over samples::
+For each parameter ``p``, ``norms()`` gives the mean over the samples ``i`` of the global batch
+(all micro-batches since the last reset, on all processes) of ``||grad_p f_i||``. Under the
+mean-loss convention (Accelerate, Trainer, DDP) ``param.grad = sum_i c_i``, ``c_i = grad f_i / N``:
+
+    mean_i ||grad f_i|| = sum_i ||c_i||  >=  ||param.grad||      (triangle inequality)
+
+Per-layer rules (``per_sample_rules``; ghost norms, Goodfellow 2015, arXiv 1510.01799) give each
+``||c_i||`` from the layer's input and output gradient, without a loop over samples; layers they
+cannot cover are listed in ``unsupported``. CLARS (:mod:`hf_autolr.optim.clars`) uses it.
+
+Example::
 
     with PerSampleGradNorms(model) as tracker:
         for micro_batch in micro_batches:                  # gradient accumulation
             (model(**micro_batch).loss / len(micro_batches)).backward()
         mean_norms = tracker.norms()                       # {param: 0-dim tensor}
 
-**What a sample is.** One example of the global batch behind one optimizer step: all micro-batches
-since the last reset, on all processes. The loss each backward sees must be that global batch's
-mean loss split over micro-batches and processes, the convention of Accelerate, the Trainer and
-DDP (micro-batch mean, divided by the number of accumulation steps; DDP averages over processes).
-Then ``param.grad = (1/N) sum_i grad f_i`` and sample ``i`` contributes ``c_i = grad f_i / N`` to
-it, so ``mean_i ||grad f_i|| = sum_i ||c_i||``: a sum of contribution norms, which needs neither
-``N`` nor the number of micro-batches. With ``loss_reduction="sum"`` (``param.grad = sum_i grad
-f_i``) ``c_i = grad f_i`` and the mean is ``sum_i ||c_i|| / N``, ``N`` counted by the hooks.
-Under a token-level mean (the Trainer's ``num_items_in_batch``) the per-sample mean becomes a
-token-count-weighted mean. In every case ``contribution_norms() = sum_i ||c_i|| >= ||param.grad||``
-(triangle inequality), with equality for a single sample.
-
-**Distributed.** When ``torch.distributed`` is initialised with more than one process, ``norms()``
-all-reduces the per-parameter sums and counts (one collective, every process must call it):
-DDP averages gradients, so the global contribution sum is the mean over processes of the local ones.
-
-**Resets.** Accumulators of a parameter restart when its ``.grad`` is ``None`` at its next
-backward (``zero_grad()``'s default ``set_to_none=True``), on ``reset()``, and on ``consume()``
-(what ``CLARS.step()`` calls). With ``zero_grad(set_to_none=False)`` call ``reset()`` after a
-skipped optimizer step.
-
-**Covered layers.** ``Linear``, ``Conv1d``/``Conv2d``, ``LayerNorm``, ``RMSNorm``, ``Embedding``
-exactly, and any other leaf module owning parameters through ``torch.func`` (slower). Not covered,
-listed in ``unsupported`` with the reason: parameters shared by several modules (tied weights),
-parameters of modules with submodules (used directly in a parent's forward, e.g.
-``nn.MultiheadAttention.in_proj_weight``), batch norm, ``Embedding(scale_grad_by_freq=True)``,
-and, found during the first backward, layers whose output has batch dim 1 while the forward's batch
-is larger (broadcast over the batch afterwards, e.g. BERT's position embeddings) and leaf layers the
-``torch.func`` rule cannot vmap. Dim 0 of each hooked layer's first input and output must be the
-batch; a layer applied to flattened tokens (``[B*T, d]``) gets per-token norms (an upper bound), and
-a module called several times in one forward the sum of per-call norms (an upper bound too).
-
-**Scale.** Gradient scaling between the backward and ``optimizer.step()`` (fp16 loss scale,
-clipping) is not seen by the hooks: contribution norms are in the backward's scale.
-``backward_grad_norms()`` gives ``||param.grad||`` as it was at the end of the last backward
-(single process only) so a consumer can rescale.
+Design notes (conventions, distributed use, covered layers): docs/clars.md in the repository.
 """
 
 from __future__ import annotations
