@@ -36,8 +36,8 @@ def register_method(name: str, cls: type[FeedbackScheduler] | str) -> None:
 
     Example::
 
-        >>> register_method("my_method", MyScheduler)
-        >>> TrainingArguments("out", lr_scheduler_type="my_method")
+        register_method("my_method", MyScheduler)   # MyScheduler: a FeedbackScheduler subclass
+        args = TrainingArguments(output_dir="out", lr_scheduler_type="my_method")
     """
     if not isinstance(cls, str) and not (isinstance(cls, type) and issubclass(cls, FeedbackScheduler)):
         raise ValueError(f"register_method: {name!r} must be a FeedbackScheduler subclass, got {cls!r}")
@@ -99,6 +99,11 @@ def build_scheduler(
     Has the signature of a ``transformers.optimization.TYPE_TO_SCHEDULER_FUNCTION`` entry (with
     the name bound), so ``get_scheduler(name, opt, num_warmup_steps=…, num_training_steps=…,
     scheduler_specific_kwargs=options)`` lands here.
+
+    Example::
+
+        scheduler = build_scheduler("autolr_gp", optimizer, num_warmup_steps=0,
+                                    num_training_steps=1000, patience=2)
     """
     cls = method_class(name)
     accepted = method_options(name)

@@ -57,6 +57,28 @@ class FeedbackScheduler(LRScheduler):
     learn from the loss, :meth:`update` (called once per ``step()`` with the loss of the step just
     taken, or ``None`` when none was observed or it was NaN/inf). ``needs_loss`` says whether the
     integrations must feed ``observe``; they warn once if a run never does.
+
+    Example::
+
+        class HalveOnRise(FeedbackScheduler):
+            name = "halve_on_rise"
+
+            def __init__(self, optimizer, last_epoch=-1):
+                self.factor, self.best = 1.0, float("inf")
+                super().__init__(optimizer, last_epoch)
+
+            def update(self, loss):                 # the loss of the step just taken, or None
+                if loss is not None:
+                    self.factor *= 0.5 if loss > self.best else 1.0
+                    self.best = min(self.best, loss)
+
+            def multiplier(self):
+                return self.factor
+
+        scheduler = HalveOnRise(optimizer)
+        loss.backward(); optimizer.step(); optimizer.zero_grad()
+        scheduler.observe(loss)                     # before step(), which calls update()
+        scheduler.step()
     """
 
     name: str = "feedback"
