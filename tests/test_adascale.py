@@ -64,7 +64,7 @@ def make(dim: int = 4, lr: float = 0.1, optimizer=torch.optim.SGD, **options):
 
 # -- gains ----------------------------------------------------------------------------------------
 
-GOLDEN = [  # fairscale's golden values (its AdaScale unit tests), each rechecked by hand from σ̂², μ̂², r
+GOLDEN = [  # fairscale's golden values (its AdaScale unit tests), rechecked by hand
     ([[1.0, 0.0], [0.0, 1.0]], 2.0, 2.0, 4 / 3),
     ([[1.0, 1.0], [1.0, 1.0]], 1e-6, 6.0, 1.0000001),
     ([[-1.0, 1.0], [1.0, -1.0]], 8.0, 0.0, 2.0),

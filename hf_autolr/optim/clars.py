@@ -11,7 +11,7 @@ denominator) and every default are a reconstruction. Per parameter tensor ``l``:
     buf_l = momentum * buf_l + (1 - dampening) * eta_l * (grad_l + weight_decay * w_l)
     w_l  -= lr * buf_l                                  (or Nesterov)
 
-Conventions of LARS (You, Gitman, Ginsburg, arXiv 1708.03888, Algorithm 1), but ``lr`` scales the buffer.
+LARS conventions (You, Gitman, Ginsburg, arXiv 1708.03888, Alg. 1); ``lr`` multiplies the buffer.
 
 Example::
 

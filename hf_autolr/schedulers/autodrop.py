@@ -5,7 +5,7 @@ Drop", UAI 2024, PMLR 244:3603-3629 (``rule="uai2024"``, the default); first ver
 Wang, Choromanska, arXiv 2111.15317 (``rule="v1"``). Algorithm 1: every ``window`` steps, with
 y_i the mean of the parameters over the window (angular velocity, Definition 3.3),
 
-    ω_i = ∠(y_i − y_{i−1}, y_{i−1} − y_{i−2})        C_i = Gaussian-weighted mean of the last m ω
+    ω_i = ∠(y_i − y_{i−1}, y_{i−1} − y_{i−2});  C_i = Gaussian mean of the last smoothing_width ω
     |C_i − C_prev| < threshold  ⇒  factor ← max(min_lr_ratio, drop_factor · factor)
 
 Four ambiguities of the printed algorithm are settled by stated choices; ``v1`` is reconstructed
