@@ -143,7 +143,7 @@ def _weak_hook(tracker: weakref.ref, params: list[torch.Tensor]) -> Callable[[An
 
 
 class GradientSampleTracker:
-    """Tensor hooks that collect one optimizer step's gradient samples (see docs/adascale.md).
+    """A multi-gradient hook that collects one optimizer step's gradient samples (see docs/adascale.md).
 
     ``grad_scaler``: ``None``, a number, or an object with ``get_scale()`` (``torch.amp.GradScaler``)
     whose factor the gradients carry. ``preconditioner``: ``param -> Tensor | None`` to take the
