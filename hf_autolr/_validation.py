@@ -41,3 +41,10 @@ def check_number(
         interval = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
         raise ValueError(f"{method}: option {option!r} must be {kind} in {interval}, got {value!r}")
     return value
+
+
+def check_steps(method: str, num_training_steps: Any, num_warmup_steps: Any = None) -> None:
+    """``num_training_steps`` an integer ≥ 1 and ``num_warmup_steps`` (when given) an integer ≥ 0."""
+    check_number(method, "num_training_steps", num_training_steps, low=1, integer=True)
+    if num_warmup_steps is not None:
+        check_number(method, "num_warmup_steps", num_warmup_steps, low=0, integer=True)

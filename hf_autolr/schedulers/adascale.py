@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from hf_autolr._validation import check_choice, check_number
+from hf_autolr._validation import check_choice, check_number, check_steps
 from hf_autolr.schedulers.base import FeedbackScheduler, _check_plain
 from hf_autolr.schedulers.base_schedules import BASE_SCHEDULES
 from hf_autolr.schedulers.gradient_noise import (
@@ -152,9 +152,7 @@ class AdaScale(FeedbackScheduler):
         last_epoch: int = -1,
     ) -> None:
         m = self.name
-        check_number(m, "num_training_steps", num_training_steps, low=1, integer=True)
-        if num_warmup_steps is not None:
-            check_number(m, "num_warmup_steps", num_warmup_steps, low=0, integer=True)
+        check_steps(m, num_training_steps, num_warmup_steps)
         check_choice(m, "base", base, tuple(BASE_SCHEDULES))
         check_choice(m, "rule", rule, RULES)
         if smoothing is not None:

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from hf_autolr._validation import check_choice, check_number
+from hf_autolr._validation import check_choice, check_number, check_steps
 from hf_autolr.schedulers.base import FeedbackScheduler
 from hf_autolr.schedulers.param_subset import (
     BUFFER_DTYPE,
@@ -116,9 +116,7 @@ class AutoDrop(FeedbackScheduler):
         last_epoch: int = -1,
     ) -> None:
         m = self.name
-        check_number(m, "num_training_steps", num_training_steps, low=1, integer=True)
-        if num_warmup_steps is not None:
-            check_number(m, "num_warmup_steps", num_warmup_steps, low=0, integer=True)
+        check_steps(m, num_training_steps, num_warmup_steps)
         check_choice(m, "rule", rule, (UAI, V1))
         if drop_factor is not None:
             check_number(m, "drop_factor", drop_factor, low=0, high=1, low_inclusive=False, high_inclusive=False)

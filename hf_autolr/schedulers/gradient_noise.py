@@ -216,22 +216,25 @@ class GradientSampleTracker:
         ddp.register_comm_hook(None, reduce_bucket_then_statistics)
         return True
 
-    def _local_statistics(self) -> torch.Tensor:
-        """[Σ‖g_i‖² (unscaled, loss convention undone), micro-batches, preconditioned] on this rank."""
-        sample_sq = torch.zeros((), dtype=torch.float64)
+    def _local_statistics(self, device: torch.device | None = None) -> torch.Tensor:
+        """[Σ‖g_i‖² (unscaled, loss convention undone), micro-batches, preconditioned] of this rank,
+        float64 on ``device`` (default: where the gradients are)."""
+        parts = [t for t in (self._sample_sq, self._backward_sq) if t is not None]
+        device = device or (parts[0].device if parts else torch.device("cpu"))
+        sample_sq = torch.zeros((), dtype=torch.float64, device=device)
         if self._sample_sq is not None:
-            sample_sq = sample_sq + self._sample_sq.to(sample_sq.device)
-        if self._backward_sq is not None:  # the backward pass still running
-            sample_sq = sample_sq + self._backward_sq.to(sample_sq.device) / self._grad_scale() ** 2
+            sample_sq = sample_sq + self._sample_sq.to(device)
+        if self._backward_sq is not None:  # the backward pass still running (the comm hook)
+            sample_sq = sample_sq + self._backward_sq.to(device) / self._grad_scale() ** 2
         micro_batches = max(self._calls.values(), default=0)
         if self.loss_scaling == "mean":  # hooks saw g_i / c
             sample_sq = sample_sq * micro_batches**2
-        return torch.stack([sample_sq, torch.tensor(float(micro_batches), dtype=torch.float64),
-                            torch.tensor(float(self._preconditioned), dtype=torch.float64)])
+        flags = torch.tensor([float(micro_batches), float(self._preconditioned)], dtype=torch.float64, device=device)
+        return torch.cat([sample_sq.reshape(1), flags])
 
     def _launch_statistics(self, group: Any) -> None:
         self._wait_pending()
-        packed = self._local_statistics()
+        packed = self._local_statistics(self.params[0].device)
         self._pending = (dist.all_reduce(packed, group=group, async_op=True), packed)
 
     def _wait_pending(self) -> torch.Tensor | None:
@@ -306,45 +309,20 @@ class GradientSampleTracker:
         it only waits for the reduction already launched), then :meth:`reset`."""
         if loss_scaling is not None:
             self.loss_scaling = loss_scaling
-        launched = self._wait_pending()
-        if launched is not None:
-            return self._from_reduced(launched)
-        loss_scaling = self.loss_scaling
-        micro_batches = max(self._calls.values(), default=0)
-        sample_sq = self._sample_sq if self._sample_sq is not None else torch.zeros((), dtype=torch.float64)
-        mean_sq = self._mean_sq if self._mean_sq is not None else torch.zeros((), dtype=torch.float64)
-        if loss_scaling == "mean":  # hooks saw g_i / c
-            sample_sq = sample_sq * micro_batches**2
-        elif micro_batches > 0:  # "sum": .grad is c·ḡ
-            mean_sq = mean_sq / micro_batches**2
-        device = sample_sq.device
-        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-        if world > 1 and self._sample_sq is None and dist.get_backend() == "nccl":
-            device = torch.device("cuda", torch.cuda.current_device())
-        packed = torch.stack(
-            [
-                sample_sq.to(device),
-                torch.tensor(float(micro_batches), dtype=torch.float64, device=device),
-                mean_sq.to(device),
-                torch.tensor(float(self._preconditioned), dtype=torch.float64, device=device),
-            ]
-        )
-        if world > 1:
-            dist.all_reduce(packed)  # ‖ḡ‖² is the same on every rank after DDP: averaged below
-        sample_sq_sum, count, mean_sq_sum, preconditioned = packed.tolist()
-        self.reset()
-        mean_sq_value = mean_sq_sum / world
-        return GradientSample(
-            num_samples=int(round(count)),
-            sample_sq_sum=sample_sq_sum,
-            mean_sq=mean_sq_value,
-            finite=math.isfinite(sample_sq_sum) and math.isfinite(mean_sq_value),
-            preconditioned=preconditioned > 0,
-        )
+        packed = self._wait_pending()
+        if packed is None:
+            device = None
+            world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+            if world > 1 and self._sample_sq is None and dist.get_backend() == "nccl":
+                device = torch.device("cuda", torch.cuda.current_device())
+            packed = self._local_statistics(device)
+            if world > 1:
+                dist.all_reduce(packed)
+        return self._from_reduced(packed)
 
     def _from_reduced(self, packed: torch.Tensor) -> GradientSample:
-        """The sample from statistics reduced by the comm hook; ‖ḡ‖² is this rank's (after DDP
-        every rank holds the same averaged gradient)."""
+        """The sample from statistics summed over processes; ‖ḡ‖² is this rank's (after DDP every
+        rank holds the same averaged gradient)."""
         sample_sq_sum, count, preconditioned = packed.tolist()
         mean_sq = float(self._mean_sq) if self._mean_sq is not None else 0.0
         micro_batches = max(self._calls.values(), default=0)
