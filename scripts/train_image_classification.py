@@ -30,6 +30,7 @@ from transformers import HfArgumentParser, Trainer, TrainingArguments  # noqa: E
 from hf_autolr import vision  # noqa: E402
 from hf_autolr.integrations import AutoLRCallback  # noqa: E402
 from hf_autolr.integrations.cli import check_model_path, exit_on_user_error, parse_or_exit  # noqa: E402
+from hf_autolr.integrations.model_card import wrap_create_model_card  # noqa: E402
 from hf_autolr.plotting import plot_schedule  # noqa: E402
 
 # Defaults for this script; anything on the command line wins (argparse keeps the last value).
@@ -154,6 +155,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
     args.remove_unused_columns = False  # with_transform datasets need their raw columns
     trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=test, compute_metrics=vision.accuracy)
+    wrap_create_model_card(trainer)  # a true card (base model, dataset) whatever the schedule; no token saved
     trainer.train()
     metrics = trainer.evaluate()
     print(f"\n{args.lr_scheduler_type.value if hasattr(args.lr_scheduler_type, 'value') else args.lr_scheduler_type}: "
@@ -163,11 +165,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if callback is not None and callback.history["step"] and trainer.is_world_process_zero():
         path = plot_schedule(callback.history, trainer.lr_scheduler, os.path.join(args.output_dir, "lr_schedule.png"))
         print(f"plot: {path}")
+    card = dict(dataset=cli.dataset_name or "scikit-learn digits", finetuned_from=cli.model_name_or_path,
+                tasks="image-classification")
+    if cli.dataset_name:
+        card.update(dataset_tags=cli.dataset_name, dataset_args=cli.dataset_config_name)
     if args.push_to_hub:
-        trainer.push_to_hub(dataset=cli.dataset_name or "sklearn-digits")  # writes the card, then uploads
+        trainer.push_to_hub(**card)  # writes the card, then uploads
     else:
         trainer.save_model()
-        trainer.create_model_card(dataset=cli.dataset_name or "sklearn-digits")
+        trainer.create_model_card(**card)
     print(f"model card: {os.path.join(args.output_dir, 'README.md')}")
     return metrics
 

