@@ -38,7 +38,6 @@ except ImportError:  # running from a source checkout without installing it
 import transformers
 from transformers import (
     AutoConfig,
-    AutoModelForQuestionAnswering,
     AutoTokenizer,
     DataCollatorWithPadding,
     HfArgumentParser,
@@ -49,7 +48,7 @@ from transformers import (
 from hf_autolr.integrations.cli import exit_on_user_error, parse_or_exit
 from hf_autolr.integrations.model_card import wrap_create_model_card
 from hf_autolr.qa.arguments import DataTrainingArguments, ModelArguments, QATrainingArguments
-from hf_autolr.qa.pipeline import check_qa_splits, load_raw_datasets, prepare_qa_datasets
+from hf_autolr.qa.pipeline import check_qa_splits, load_qa_model, load_raw_datasets, prepare_qa_datasets
 from hf_autolr.qa.trainer import QAPostProcessing, QuestionAnsweringTrainer
 
 logger = logging.getLogger(__name__)
@@ -86,7 +85,7 @@ def main(argv=None):
                trust_remote_code=model_args.trust_remote_code)
     config = AutoConfig.from_pretrained(model_args.config_name or model_args.model_name_or_path, **hub)
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path, **hub)
-    model = AutoModelForQuestionAnswering.from_pretrained(model_args.model_name_or_path, config=config, **hub)
+    model = load_qa_model(model_args.model_name_or_path, config=config, **hub)
     data = prepare_qa_datasets(raw, tokenizer, data_args, training_args)
 
     trainer = QuestionAnsweringTrainer(
@@ -137,6 +136,8 @@ def main(argv=None):
         else:
             trainer.create_model_card(**card)
         report_schedule(trainer)
+    if trainer.is_world_process_zero():
+        print(f"files in {training_args.output_dir}: " + ", ".join(sorted(os.listdir(training_args.output_dir))))
     return trainer
 
 

