@@ -52,7 +52,7 @@ def test_main_job_prints_progress_result_and_files_and_no_noise(tmp_path, base_c
     assert f"files in {out}: " in done.stdout and "README.md" in done.stdout and "lr_schedule.png" in done.stdout
 
 
-def test_readme_main_job_command_launches_without_a_warning():
+def test_readme_main_job_command_launches_without_a_warning_and_stops_on_a_mistake_with_one_line():
     readme = (ROOT / "README.md").read_text()
     line = next(l for l in readme.splitlines() if l.endswith("# the main job"))
     launch = line.split("&&", 1)[1].split("#", 1)[0].strip()
@@ -62,3 +62,6 @@ def test_readme_main_job_command_launches_without_a_warning():
     done = subprocess.run([*accelerate, *arguments, "--help"], capture_output=True, text=True, env=ENV, timeout=180, cwd=ROOT)
     assert done.returncode == 0 and done.stdout.startswith("usage: train_squad.py"), done.stderr[-2000:]
     assert done.stderr == ""
+    mistake = ["--model_name_or_path", "no-such-org/no-such-model", "--lr_scheduler_kwargs", '{"patiencee": 2}']
+    done = subprocess.run([*accelerate, *arguments, *mistake], capture_output=True, text=True, env=ENV, timeout=180, cwd=ROOT)
+    assert done.returncode != 0 and len(done.stderr.splitlines()) == 1 and "'patiencee'" in done.stderr, done.stderr
