@@ -275,7 +275,8 @@ def _wrap_card_writer(trainer: Any) -> None:
         if kwargs.get("license") is None and os.path.isdir(loaded_from):
             kwargs["license"] = local_license(loaded_from)
         original(*args, **kwargs)
-        state_base_model(Path(trainer.args.output_dir) / "README.md", base)
+        if trainer.is_world_process_zero():  # the process that wrote the card
+            state_base_model(Path(trainer.args.output_dir) / "README.md", base)
         if tags:
             add_schedule_to_card(trainer)
 
