@@ -29,6 +29,8 @@ from transformers import HfArgumentParser, Trainer, TrainingArguments  # noqa: E
 
 from hf_autolr import vision  # noqa: E402
 from hf_autolr.integrations import AutoLRCallback  # noqa: E402
+from hf_autolr.integrations.cli import check_model_path, exit_on_user_error, parse_or_exit  # noqa: E402
+from hf_autolr.integrations.model_card import wrap_create_model_card  # noqa: E402
 from hf_autolr.plotting import plot_schedule  # noqa: E402
 
 # Defaults for this script; anything on the command line wins (argparse keeps the last value).
@@ -69,12 +71,22 @@ class VisionArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "truncate the training set"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "truncate the held-out set"})
 
+    def __post_init__(self) -> None:
+        check_model_path("model_name_or_path", self.model_name_or_path)
+        if self.image_size < 1:
+            raise ValueError(f"--image_size {self.image_size}: must be a positive integer")
+        for option in ("hidden_sizes", "depths"):
+            text = getattr(self, option)
+            if text is not None and not all(part.strip().isdigit() and int(part) > 0 for part in text.split(",")):
+                raise ValueError(f"--{option} {text}: expected comma-separated positive integers, e.g. 16,32,64")
+
 
 def parse_args(argv: list[str] | None = None) -> tuple[VisionArguments, TrainingArguments]:
-    """Parse ``DEFAULT_ARGV + argv`` (``sys.argv[1:]`` when None)."""
+    """Parse ``DEFAULT_ARGV + argv`` (``sys.argv[1:]`` when None); a user mistake prints one line
+    on stderr and exits with status 2, before any model or data loads."""
     argv = sys.argv[1:] if argv is None else argv
     parser = HfArgumentParser((VisionArguments, TrainingArguments))
-    return parser.parse_args_into_dataclasses(DEFAULT_ARGV + list(argv))
+    return parse_or_exit(parser, DEFAULT_ARGV + list(argv))
 
 
 def load_data(cli: VisionArguments, num_channels: int = 3, image_processor=None):
@@ -126,7 +138,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         from transformers import AutoImageProcessor  # noqa: PLC0415
 
         processor = AutoImageProcessor.from_pretrained(cli.model_name_or_path)
-    train, test, names, channels = load_data(cli, image_processor=processor)
+    with exit_on_user_error(os.path.basename(__file__)):  # e.g. a dataset without the named columns
+        train, test, names, channels = load_data(cli, image_processor=processor)
     model = vision.build_model(
         cli.model_name_or_path,
         cli.model_type,
@@ -142,6 +155,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
     args.remove_unused_columns = False  # with_transform datasets need their raw columns
     trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=test, compute_metrics=vision.accuracy)
+    wrap_create_model_card(trainer)  # a true card (base model, dataset) whatever the schedule; no token saved
     trainer.train()
     metrics = trainer.evaluate()
     print(f"\n{args.lr_scheduler_type.value if hasattr(args.lr_scheduler_type, 'value') else args.lr_scheduler_type}: "
@@ -151,11 +165,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if callback is not None and callback.history["step"] and trainer.is_world_process_zero():
         path = plot_schedule(callback.history, trainer.lr_scheduler, os.path.join(args.output_dir, "lr_schedule.png"))
         print(f"plot: {path}")
+    card = dict(dataset=cli.dataset_name or "scikit-learn digits", finetuned_from=cli.model_name_or_path,
+                tasks="image-classification")
+    if cli.dataset_name:
+        card.update(dataset_tags=cli.dataset_name, dataset_args=cli.dataset_config_name)
     if args.push_to_hub:
-        trainer.push_to_hub(dataset=cli.dataset_name or "sklearn-digits")  # writes the card, then uploads
+        trainer.push_to_hub(**card)  # writes the card, then uploads
     else:
         trainer.save_model()
-        trainer.create_model_card(dataset=cli.dataset_name or "sklearn-digits")
+        trainer.create_model_card(**card)
     print(f"model card: {os.path.join(args.output_dir, 'README.md')}")
     return metrics
 

@@ -38,7 +38,6 @@ except ImportError:  # running from a source checkout without installing it
 import transformers
 from transformers import (
     AutoConfig,
-    AutoModelForQuestionAnswering,
     AutoTokenizer,
     DataCollatorWithPadding,
     HfArgumentParser,
@@ -46,11 +45,14 @@ from transformers import (
     set_seed,
 )
 
+from hf_autolr.integrations.cli import exit_on_user_error, parse_or_exit
+from hf_autolr.integrations.model_card import wrap_create_model_card
 from hf_autolr.qa.arguments import DataTrainingArguments, ModelArguments, QATrainingArguments
-from hf_autolr.qa.pipeline import load_raw_datasets, prepare_qa_datasets
+from hf_autolr.qa.pipeline import check_qa_splits, load_qa_model, load_raw_datasets, prepare_qa_datasets
 from hf_autolr.qa.trainer import QAPostProcessing, QuestionAnsweringTrainer
 
 logger = logging.getLogger(__name__)
+PROG = os.path.basename(__file__)
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -58,12 +60,10 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
 
 
 def parse_args(argv=None):
+    """The three argument dataclasses; a user mistake prints one line on stderr and exits (status 2)."""
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, QATrainingArguments),
                               description=__doc__, formatter_class=_HelpFormatter)
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
-    return parser.parse_args_into_dataclasses(args=argv)
+    return parse_or_exit(parser, sys.argv[1:] if argv is None else argv, json_file=True)
 
 
 def main(argv=None):
@@ -77,13 +77,15 @@ def main(argv=None):
     logger.info("process rank %s of %s, device %s", training_args.process_index, training_args.world_size,
                    training_args.device)
     set_seed(training_args.seed)
+    with exit_on_user_error(PROG):  # a missing, malformed or answerless data file: one line, no model loaded
+        raw = load_raw_datasets(data_args, model_args)
+        check_qa_splits(raw, data_args, training_args)
 
-    raw = load_raw_datasets(data_args, model_args)
     hub = dict(cache_dir=model_args.cache_dir, revision=model_args.model_revision, token=model_args.token,
                trust_remote_code=model_args.trust_remote_code)
     config = AutoConfig.from_pretrained(model_args.config_name or model_args.model_name_or_path, **hub)
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path, **hub)
-    model = AutoModelForQuestionAnswering.from_pretrained(model_args.model_name_or_path, config=config, **hub)
+    model = load_qa_model(model_args.model_name_or_path, config=config, **hub)
     data = prepare_qa_datasets(raw, tokenizer, data_args, training_args)
 
     trainer = QuestionAnsweringTrainer(
@@ -102,6 +104,7 @@ def main(argv=None):
         ),
     )
 
+    wrap_create_model_card(trainer)  # a true card (base model, dataset) whatever the schedule; no token saved
     if training_args.do_train:
         result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
         trainer.save_model()
@@ -125,11 +128,16 @@ def main(argv=None):
 
     if training_args.do_train:
         # The model card records the schedule and saves lr_schedule.png beside it (hf_autolr hooks).
+        card = dict(finetuned_from=model_args.base_model, dataset=data_args.dataset_description, tasks="question-answering")
+        if data_args.dataset_name:
+            card.update(dataset_tags=data_args.dataset_name, dataset_args=data_args.dataset_config_name)
         if training_args.push_to_hub:
-            trainer.push_to_hub()
+            trainer.push_to_hub(**card)
         else:
-            trainer.create_model_card()
+            trainer.create_model_card(**card)
         report_schedule(trainer)
+    if trainer.is_world_process_zero():
+        print(f"files in {training_args.output_dir}: " + ", ".join(sorted(os.listdir(training_args.output_dir))))
     return trainer
 
 

@@ -187,7 +187,8 @@ def test_bad_names_and_options_raise_clear_errors(tmp_path):
     for optim_args, message in [
         ("trust=0.1", "accepted values: .*'trust_coefficient'"),
         ("lr=2", "option 'key' got 'lr'"),
-        ("momentum=fast", "momentum='fast' is not a valid float"),
+        ("momentum=fast", "momentum='fast' is not valid; accepted: a number"),
+        ("layer_adaptation=maybe", "layer_adaptation='maybe' is not valid; accepted: true, false or none"),
         ("momentum", "key=value"),
     ]:
         args = TrainingArguments(output_dir=str(tmp_path), optim="clars", optim_args=optim_args)

@@ -146,3 +146,57 @@ def test_final_metrics_keep_last_values_and_skip_diagnostics():
 
 def test_packaged_template_is_the_documented_copy():
     assert (REPO / "model_cards" / "autolr_card.md").read_text() == mc.DEFAULT_TEMPLATE.read_text()
+
+
+def _short_run(tmp_path, model, name="out", **overrides):
+    args = args_for(tmp_path / name, **{"max_steps": 2, **overrides})
+    trainer = Trainer(model=model, args=args, train_dataset=DIGITS_SMALL())
+    trainer.train()
+    return trainer
+
+
+def DIGITS_SMALL():  # noqa: N802 - a tiny fixed training set
+    train, _ = vision.digits_datasets(image_size=16, seed=0)
+    return train.select(range(64))
+
+
+def test_card_names_the_real_base_model_and_dataset(tmp_path):
+    trainer = _short_run(tmp_path, tiny_resnet())  # built from a config: trained from scratch
+    trainer.create_model_card(dataset="digits-test")
+    card = ModelCard.load(tmp_path / "out" / "README.md")
+    assert "This model was trained from scratch on the digits-test dataset." in card.text
+    assert "[](https://huggingface.co/)" not in card.text and card.data.get("base_model") is None
+
+    folder = tmp_path / "my-resnet"  # a pretrained local folder, with its own card and licence
+    tiny_resnet().save_pretrained(folder)
+    (folder / "README.md").write_text("---\nlicense: mit\n---\n# my resnet\n")
+    from transformers import AutoModelForImageClassification
+
+    trainer = _short_run(tmp_path, AutoModelForImageClassification.from_pretrained(folder), name="tuned")
+    trainer.create_model_card()  # transformers alone: "trained from scratch on the None dataset"
+    card = ModelCard.load(tmp_path / "tuned" / "README.md")
+    assert "This model is a fine-tuned version of the local model `my-resnet` on an unknown dataset." in card.text
+    assert "huggingface.co/" not in card.text.split("## Model description")[0]
+    assert card.data.get("base_model") is None and card.data.license == "mit"
+    trainer.create_model_card(finetuned_from="someone/resnet-base", dataset="digits-test")
+    card = ModelCard.load(tmp_path / "tuned" / "README.md")
+    assert ("This model is a fine-tuned version of [someone/resnet-base](https://huggingface.co/someone/resnet-base) "
+            "on the digits-test dataset.") in card.text
+    assert card.data.base_model == "someone/resnet-base"
+
+
+def test_hub_token_never_reaches_checkpoints_saved_args_or_logs(tmp_path, capsys, caplog):
+    trainer = _short_run(tmp_path, tiny_resnet(), max_steps=4, save_strategy="steps", save_steps=2,
+                         hub_token=FAKE_TOKEN, logging_steps=1)
+    with caplog.at_level(logging.INFO):
+        trainer.save_model()
+        trainer.create_model_card()
+    files = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert {"checkpoint-2", "checkpoint-4"} <= {p.parent.name for p in files if p.name == "training_args.bin"}
+    for path in files:
+        assert FAKE_TOKEN.encode() not in path.read_bytes(), path
+    saved = torch.load(tmp_path / "out" / "checkpoint-2" / "training_args.bin", weights_only=False)
+    assert saved.hub_token is None and saved.lr_scheduler_type == "autolr_gp"
+    assert trainer.args.hub_token == FAKE_TOKEN and f"{trainer.args.hub_token}" == FAKE_TOKEN  # still usable
+    captured = capsys.readouterr()
+    assert FAKE_TOKEN not in captured.out + captured.err + caplog.text

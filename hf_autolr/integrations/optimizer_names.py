@@ -47,27 +47,39 @@ def is_hf_autolr_optimizer(optim: Any) -> bool:
     return member is not None and getattr(member, _MARK, False)
 
 
-def _parse_value(key: str, raw: str, default: Any) -> Any:
+_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def _is_flag(default: Any, annotation: Any) -> bool:
+    """A bool option, or one that is ``None`` by default and typed ``bool | None``."""
+    kind = str(annotation)
+    return isinstance(default, bool) or (default is None and "bool" in kind and "int" not in kind and "float" not in kind)
+
+
+def _parse_value(key: str, raw: str, default: Any, annotation: Any = "") -> Any:
+    """``raw`` converted to the type of ``default`` (and ``annotation``, for a ``None`` default)."""
     lowered = raw.lower()
-    words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
-    try:
-        if isinstance(default, bool):
-            if lowered not in words:
-                raise ValueError
-            return words[lowered]
-        if isinstance(default, int):
-            return int(raw)
-        if isinstance(default, float):
+    if _is_flag(default, annotation):
+        if default is None and lowered == "none":
+            return None
+        if lowered in _WORDS:
+            return _WORDS[lowered]
+        accepted = "true, false or none" if default is None else "true or false"
+    elif isinstance(default, (int, float)):
+        try:
+            return int(raw) if isinstance(default, int) else float(raw)
+        except ValueError:
+            accepted = "an integer" if isinstance(default, int) else "a number"
+    elif default is None:
+        if lowered in ("none", "true", "false"):
+            return None if lowered == "none" else lowered == "true"
+        try:
             return float(raw)
-        if default is None:
-            if lowered == "none":
-                return None
-            if lowered in ("true", "false"):
-                return lowered == "true"
-            return float(raw)
-    except ValueError:
-        raise ValueError(f"optim_args: {key}={raw!r} is not a valid {type(default).__name__}") from None
-    return raw
+        except ValueError:
+            accepted = "a number, true, false or none"
+    else:
+        return raw
+    raise ValueError(f"optim_args: {key}={raw!r} is not valid; accepted: {accepted}")
 
 
 def parse_optim_args(text: str | None, cls: type) -> dict[str, Any]:
@@ -76,11 +88,12 @@ def parse_optim_args(text: str | None, cls: type) -> dict[str, Any]:
     if not text:
         return {}
     signature = inspect.signature(cls.__init__).parameters
-    accepted = {
-        key: p.default
+    options = {
+        key: p
         for key, p in signature.items()
         if key not in _SET_ELSEWHERE and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
     }
+    accepted = {key: p.default for key, p in options.items()}
     betas = accepted.pop("betas", None)
     if betas is not None:
         accepted.update(beta1=float(betas[0]), beta2=float(betas[1]))
@@ -92,7 +105,7 @@ def parse_optim_args(text: str | None, cls: type) -> dict[str, Any]:
         if not sep:
             raise ValueError(f"optim_args: expected key=value pairs separated by commas, got {item!r}")
         check_choice(f"optim_args for {cls.__name__}", "key", key, accepted)
-        out[key] = _parse_value(key, raw, accepted[key])
+        out[key] = _parse_value(key, raw, accepted[key], getattr(options.get(key), "annotation", ""))
     return out
 
 

@@ -9,10 +9,12 @@ factory per name. Registration is idempotent, never touches an upstream value, a
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Callable
+from typing import Any
 
 from hf_autolr.integrations.registration import RegistrationError
 from hf_autolr.registry import available_methods, build_scheduler
+from hf_autolr.short_runs import warn_if_too_short
 
 def _add_enum_member(enum_cls: type, value: str) -> None:
     """Append ``value`` to a ``str`` enum in place (Python 3.10-3.13 enum internals)."""
@@ -52,7 +54,20 @@ def register_with_transformers(names: list[str] | None = None) -> list[str]:
             if existing in table:  # an upstream scheduler of the same name: never overwrite it
                 raise RegistrationError(f"transformers already defines lr_scheduler_type {name!r}")
         _add_enum_member(enum_cls, name)
-        factory = functools.partial(build_scheduler, name)
-        factory._hf_autolr = True  # type: ignore[attr-defined]
-        table[enum_cls(name)] = factory
+        table[enum_cls(name)] = scheduler_factory(name)
     return names
+
+
+def scheduler_factory(name: str) -> Callable[..., Any]:
+    """The ``TYPE_TO_SCHEDULER_FUNCTION`` entry for ``name``: :func:`build_scheduler`, then one
+    warning when the run is too short for the method to decide anything (:mod:`hf_autolr.short_runs`)."""
+
+    def factory(optimizer: Any, num_warmup_steps: int | None = None, num_training_steps: int | None = None,
+                **options: Any) -> Any:
+        scheduler = build_scheduler(name, optimizer, num_warmup_steps, num_training_steps, **options)
+        warn_if_too_short(scheduler, num_training_steps)
+        return scheduler
+
+    factory.__name__ = f"build_{name}"
+    factory._hf_autolr = True  # type: ignore[attr-defined]
+    return factory

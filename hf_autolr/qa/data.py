@@ -74,11 +74,16 @@ def records_from_squad_json(data: Mapping[str, Any], source: str = "SQuAD JSON")
             if "context" not in paragraph or "qas" not in paragraph:
                 raise ValueError(f"{source}: data[{a}].paragraphs[{p}] needs 'context' and 'qas'; {_LAYOUT_HINT}")
             for q, qa in enumerate(paragraph["qas"]):
-                where = f"{source}: data[{a}].paragraphs[{p}].qas[{q}]"
+                where = f"{source}: article {a} ({title!r}) paragraph {p} question {q} (id {qa.get('id')!r})"
                 missing = [k for k in ("id", "question") if k not in qa]
+                if "answers" not in qa and not qa.get("is_impossible"):
+                    missing.append("answers")
                 if missing:
-                    raise ValueError(f"{where} is missing {', '.join(map(repr, missing))}")
-                answers = [] if qa.get("is_impossible") else qa.get("answers", [])
+                    raise ValueError(
+                        f"{where} is missing {', '.join(map(repr, missing))}; each question needs 'id', "
+                        "'question' and 'answers': [{'text', 'answer_start'}] (or 'is_impossible': true, SQuAD 2.0)"
+                    )
+                answers = [] if qa.get("is_impossible") else qa["answers"]
                 records.append(
                     {
                         "id": str(qa["id"]),
@@ -93,12 +98,13 @@ def records_from_squad_json(data: Mapping[str, Any], source: str = "SQuAD JSON")
 
 def dataset_from_records(records: Sequence[Mapping[str, Any]], source: str = "records") -> datasets.Dataset:
     """Flat question records → ``Dataset``; one ``ValueError`` naming every missing column."""
-    missing = sorted({c for r in records for c in REQUIRED_COLUMNS if c not in r}, key=REQUIRED_COLUMNS.index)
-    if missing:
-        raise ValueError(
-            f"{source}: missing column(s) {', '.join(map(repr, missing))}; "
-            f"extractive QA needs columns {', '.join(REQUIRED_COLUMNS)} (title optional)"
-        )
+    for i, record in enumerate(records):
+        missing = [c for c in REQUIRED_COLUMNS if c not in record]
+        if missing:
+            raise ValueError(
+                f"{source}: record {i} (id {record.get('id')!r}) is missing column(s) {', '.join(map(repr, missing))}; "
+                f"extractive QA needs columns {', '.join(REQUIRED_COLUMNS)} (title optional)"
+            )
     rows = [
         {
             "id": str(r["id"]),
@@ -125,7 +131,7 @@ def load_squad_file(path: str | Path) -> datasets.Dataset:
     """Load a SQuAD JSON (nested or flat) or JSON Lines file as a ``Dataset`` (see module doc)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"QA data file not found: {path}")
+        raise FileNotFoundError(f"{path}: no such QA data file")
     text = path.read_text(encoding="utf-8")
     source = str(path)
     if path.suffix == ".jsonl":
