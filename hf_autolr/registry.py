@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from hf_autolr.schedulers.base import FeedbackScheduler
+from hf_autolr.schedulers.base import FeedbackScheduler, too_short_message
 
 # name -> "module:Class" (imported lazily so ``import hf_autolr`` stays cheap) or the class itself.
 METHODS: dict[str, str | type[FeedbackScheduler]] = {
@@ -122,4 +122,8 @@ def build_scheduler(
         kwargs["num_training_steps"] = int(num_training_steps)
     if "num_warmup_steps" in params:
         kwargs["num_warmup_steps"] = None if num_warmup_steps is None else int(num_warmup_steps)
-    return cls(optimizer, **kwargs)
+    scheduler = cls(optimizer, **kwargs)
+    message = too_short_message(scheduler, num_training_steps)
+    if message is not None:
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+    return scheduler

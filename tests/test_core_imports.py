@@ -22,7 +22,7 @@ lrs = {}
 for name in hf_autolr.available_methods():
     model = torch.nn.Linear(3, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    scheduler = hf_autolr.build_scheduler(name, opt, num_training_steps=40).attach(model)
+    scheduler = hf_autolr.build_scheduler(name, opt, num_training_steps=200).attach(model)  # long enough to decide
     for step in range(40):
         for _ in range(2):  # two micro-batches: AdaScale needs two gradient samples per step
             loss = model(torch.randn(8, 3)).pow(2).mean() / 2

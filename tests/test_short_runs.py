@@ -12,7 +12,7 @@ from tiny import RegressionData, TinyRegressor, training_args
 from transformers import Trainer
 
 import hf_autolr
-from hf_autolr.short_runs import too_short_message
+from hf_autolr.schedulers.base import too_short_message
 
 CANNOT_ADAPT = r"cannot adapt the learning rate|too short for a test"
 
@@ -84,3 +84,9 @@ def test_the_warning_is_exact_at_the_boundary():
     short, enough = _raw_run("lrtuner", 24, probe_steps=4), _raw_run("lrtuner", 26, probe_steps=4)
     assert short.rounds == 0 and too_short_message(short, 24) is not None
     assert enough.rounds == 1 and too_short_message(enough, 26) is None
+
+
+def test_build_scheduler_itself_warns_so_plain_and_accelerate_loops_hear_it_too():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+    with pytest.warns(RuntimeWarning, match="autodrop cannot adapt the learning rate in a run of 50 steps"):
+        hf_autolr.build_scheduler("autodrop", optimizer, num_training_steps=50)

@@ -14,7 +14,6 @@ from typing import Any
 
 from hf_autolr.integrations.registration import RegistrationError
 from hf_autolr.registry import available_methods, build_scheduler
-from hf_autolr.short_runs import warn_if_too_short
 
 def _add_enum_member(enum_cls: type, value: str) -> None:
     """Append ``value`` to a ``str`` enum in place (Python 3.10-3.13 enum internals)."""
@@ -59,14 +58,12 @@ def register_with_transformers(names: list[str] | None = None) -> list[str]:
 
 
 def scheduler_factory(name: str) -> Callable[..., Any]:
-    """The ``TYPE_TO_SCHEDULER_FUNCTION`` entry for ``name``: :func:`build_scheduler`, then one
-    warning when the run is too short for the method to decide anything (:mod:`hf_autolr.short_runs`)."""
+    """The ``TYPE_TO_SCHEDULER_FUNCTION`` entry for ``name``: :func:`build_scheduler` (which warns
+    once when the run is too short for the method to decide anything)."""
 
     def factory(optimizer: Any, num_warmup_steps: int | None = None, num_training_steps: int | None = None,
                 **options: Any) -> Any:
-        scheduler = build_scheduler(name, optimizer, num_warmup_steps, num_training_steps, **options)
-        warn_if_too_short(scheduler, num_training_steps)
-        return scheduler
+        return build_scheduler(name, optimizer, num_warmup_steps, num_training_steps, **options)
 
     factory.__name__ = f"build_{name}"
     factory._hf_autolr = True  # type: ignore[attr-defined]

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from hf_autolr._validation import check_choice, check_number, check_steps
-from hf_autolr.schedulers.base import FeedbackScheduler
+from hf_autolr.schedulers.base import FeedbackScheduler, Horizon
 from hf_autolr.schedulers.param_subset import (
     BUFFER_DTYPE,
     StridedGather,
@@ -359,6 +359,18 @@ class AutoDrop(FeedbackScheduler):
             "omega": self.omega,
             "omega_smoothed": self.omega_smoothed,
         }
+
+    def decision_horizon(self) -> Horizon | None:
+        """``smoothing_width + 3`` windows of parameter means (v1: 3 + ``extra_epochs`` epochs)."""
+        if self.rule == "v1":
+            first_epoch = 0 if self.warmup_steps == 0 else (self.warmup_steps - 1) // self.steps_per_epoch + 1
+            first = (first_epoch + 3 + self.extra_epochs) * self.steps_per_epoch + 1
+            needs = f"a v1 drop needs 3 + extra_epochs={self.extra_epochs} epochs of steps_per_epoch={self.steps_per_epoch} steps"
+        else:
+            first = self.warmup_steps + (self.smoothing_width + 3) * self.window
+            needs = (f"the first drop test needs smoothing_width={self.smoothing_width} + 3 windows of "
+                     f"window={self.window} steps, i.e. step {first}")
+        return Horizon(first, self.total_steps, needs, "the LR stays at the configured one")
 
     def summary(self) -> str:
         steps = ", ".join(map(str, self.drop_steps)) or "none"

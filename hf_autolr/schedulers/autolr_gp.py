@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from hf_autolr._validation import check_choice, check_number
-from hf_autolr.schedulers.base import FeedbackScheduler
+from hf_autolr.schedulers.base import FeedbackScheduler, Horizon
 from hf_autolr.schedulers.gp_smoothing import (
     GPHyperparameters,
     mll_hyperparameters,
@@ -396,6 +396,17 @@ class AutoLRGP(FeedbackScheduler):
         rollback = f", weights rolled back to step {self.rolled_back_to}" if self.rolled_back_to >= 0 else ""
         return (f"{self.name}: LR hint {self._hint_lr():g}; warmup ended by {how} at step {self.switch_step}, "
                 f"LR {self.switch_factor * self._hint_lr():.3g}{rollback}")
+
+    def decision_horizon(self) -> Horizon | None:
+        """``patience`` tests, every ``test_interval`` steps from ``min_observations`` on, before the cap."""
+        if self.warmup_cap <= self.min_observations:
+            return None  # __init__ warned: not even one test fits
+        first_test = math.ceil(self.min_observations / self.test_interval) * self.test_interval
+        first = first_test + (self.patience - 1) * self.test_interval
+        needs = (f"a switch needs patience={self.patience} tests every test_interval={self.test_interval} steps from "
+                 f"min_observations={self.min_observations}, the earliest at step {first}, before the warmup cap at "
+                 f"step {self.warmup_cap}")
+        return Horizon(first, self.warmup_cap - 1, needs, "the warmup runs to its cap")
 
     def plot_marks(self) -> dict[str, Any]:
         marks: dict[str, Any] = {}

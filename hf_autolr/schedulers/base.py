@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch.optim.lr_scheduler import LRScheduler
@@ -48,6 +48,26 @@ def _check_plain(value: Any, path: str) -> None:
         f"scheduler state {path} is a {type(value).__name__}; only plain Python values and tensors "
         "load with torch.load(weights_only=True)"
     )
+
+
+class Horizon(NamedTuple):
+    """When a method can first decide: the first step a decision can come, the last step one may
+    come, what it takes, and what happens in a run too short for it."""
+
+    first_step: int
+    last_step: int
+    needs: str
+    otherwise: str
+
+
+def too_short_message(scheduler: FeedbackScheduler, num_training_steps: int | None) -> str | None:
+    """The warning for a run of ``num_training_steps`` too short for ``scheduler`` to decide
+    anything (see :meth:`FeedbackScheduler.decision_horizon`), else ``None``."""
+    limits = scheduler.decision_horizon()
+    if limits is None or limits.first_step <= limits.last_step:
+        return None
+    return (f"hf_autolr: {scheduler.name} cannot adapt the learning rate in a run of {num_training_steps} steps: "
+            f"{limits.needs}; {limits.otherwise}. Train longer or lower those options (lr_scheduler_kwargs).")
 
 
 class FeedbackScheduler(LRScheduler):
@@ -133,6 +153,11 @@ class FeedbackScheduler(LRScheduler):
 
     def outcome(self) -> str | None:
         """The decision in a few characters, for tables (e.g. ``"test@40×3.2"``); ``None``: nothing to show."""
+        return None
+
+    def decision_horizon(self) -> Horizon | None:
+        """When the method can first decide; ``None`` when any run length works (or it warns itself).
+        ``build_scheduler`` warns once when a run ends before that."""
         return None
 
     def plot_marks(self) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from hf_autolr._validation import check_choice, check_number, check_steps
-from hf_autolr.schedulers.base import FeedbackScheduler
+from hf_autolr.schedulers.base import FeedbackScheduler, Horizon
 from hf_autolr.schedulers.snapshot import restore_snapshot, take_snapshot
 
 WARMUP, EXPLORE, EXPLOIT = "warmup", "explore", "exploit"
@@ -290,6 +290,15 @@ class LRTuner(FeedbackScheduler):
             "probe_steps": float(self.probe_step_count),
             "discarded_steps": float(self.discarded_steps),
         }
+
+    def decision_horizon(self) -> Horizon | None:
+        """One probe round, ``3 × probe_steps`` steps, inside the explore phase."""
+        if self.probe == "off":
+            return None  # the explore-then-decay schedule by choice
+        first = max(self.warmup_steps, 1) + 3 * self.probe_steps
+        needs = (f"a probe round takes 3 x probe_steps={self.probe_steps} steps and must end by the end of "
+                 f"exploration at step {self.explore_end}")
+        return Horizon(first, self.explore_end, needs, "the LR is never tuned (explore at the configured LR, then decay)")
 
     def summary(self) -> str:
         return (f"{self.name}: LR hint {self._hint_lr():g}; {self.rounds} probing round(s) ({self.raises} up, "
