@@ -115,6 +115,7 @@ def test_legacy_quality_results_are_resumed_in_the_suite_layout():
               "meta": {"command": "benchmark.py", "tier": "full", "machine": {}, "eval_seeds": [0]}}
     upgraded = upgrade_legacy(legacy)
     assert set(upgraded) == set(schema.TOP_LEVEL) and upgraded["config"] == {"eval_seeds": [0]}
+    assert set(upgraded["machine"]) >= set(schema.MACHINE)
     assert upgraded["runs"]["overhead|w|autolr_gp"] == {"workload": "w", "method": "autolr_gp", "overhead": 0.01, "phase": "overhead"}
 
 

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None, defaults: dict[str, Any] | None = None) 
     out = args.out or _default_out(args.suite, args.quick)
     path = out / "results.json"
     if args.report_only:
-        results = schema.load(path)
+        results = getattr(suite, "upgrade_legacy", lambda r: r)(schema.load(path))
     else:
         results = _run(suite, args, path, _command(argv, args, applied))
     text = suite.report(results, out) + schema.footer(results)

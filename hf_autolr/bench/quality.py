@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_autolr.bench.cli import check_names
+from hf_autolr.bench.schema import MACHINE
 from hf_autolr.bench.methods import BASELINES, METHODS
 from hf_autolr.bench.report import markdown, plots, select_grid, summarise
 from hf_autolr.bench.workloads import QUICK_WORKLOADS, WORKLOADS, Workload, select
@@ -160,7 +161,9 @@ def upgrade_legacy(results: dict[str, Any]) -> dict[str, Any]:
     for key, record in results.pop("overhead", {}).items():
         results["runs"][f"overhead|{key}"] = dict(record, phase="overhead")
     config = {k: v for k, v in meta.items() if k not in ("command", "machine", "tier", "last_invocation_wall_s")}
-    return {"suite": "quality", "tier": meta.get("tier", "full"), "command": meta.get("command", ""), "machine": meta.get("machine", {}),
+    machine = meta.get("machine", {})
+    machine = {**dict.fromkeys(MACHINE), **machine, "cpu": machine.get("processor"), "cores": machine.get("cpus")}
+    return {"suite": "quality", "tier": meta.get("tier", "full"), "command": meta.get("command", ""), "machine": machine,
             "created": None, "updated": None, "invocations": [], "config": config, "runs": results["runs"]}
 
 
