@@ -90,9 +90,16 @@ def test_overhead_quick(tmp_path):
     for record in runs.values():
         assert record["ms_per_step"] > 0 and record["reference_ms_per_step"] > 0 and record["param_bytes"] > 0
     assert runs["overhead|digits_mlp|constant"]["extra_state_bytes"] == 0  # AdamW against itself
-    assert runs["overhead|digits_mlp|clars"]["extra_state_bytes"] < 0  # momentum only, AdamW keeps two moments
+    clars = runs["overhead|digits_mlp|clars"]
+    assert clars["extra_state_bytes"] < 0  # momentum only, AdamW keeps two moments
+    assert (clars["lr"], clars["reference_lr"]) == (1.0, 5e-5)  # AdamW at its own LR, not CLARS's
     assert "### embedded_qa_minilm" in table and "| lrtuner |" in table
     _report_again("overhead", tmp_path)
+
+
+def test_report_only_needs_a_results_file(tmp_path):
+    with pytest.raises(SystemExit, match="no .*results.json"):
+        main(["clars_cost", "--report-only", "--out", str(tmp_path)])
 
 
 def test_unknown_names_are_rejected(capsys):

@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None, defaults: dict[str, Any] | None = None) 
     out = args.out or _default_out(args.suite, args.quick)
     path = out / "results.json"
     if args.report_only:
+        if not path.exists():
+            raise SystemExit(f"--report-only: no {path} (run the suite first, or give its --out)")
         results = getattr(suite, "upgrade_legacy", lambda r: r)(schema.load(path))
     else:
         results = _run(suite, args, path, _command(argv, args, applied))

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from hf_autolr.bench.cli import check_names
-from hf_autolr.bench.schema import MACHINE
 from hf_autolr.bench.methods import BASELINES, METHODS
 from hf_autolr.bench.report import markdown, plots, select_grid, summarise
+from hf_autolr.bench.schema import MACHINE
 from hf_autolr.bench.workloads import QUICK_WORKLOADS, WORKLOADS, Workload, select
 
 RESUMABLE = True

@@ -235,7 +235,8 @@ def measure_overhead(workload: Workload, task: Task, method: Method, lr: float, 
         for setup in setups.values():
             setup.cleanup()
     return {
-        "workload": workload.name, "method": method.name, "overhead": timed["method"]["overhead"],
+        "workload": workload.name, "method": method.name, "lr": lr, "reference_lr": METHODS["constant"].default_lr,
+        "overhead": timed["method"]["overhead"],
         "overhead_min": timed["method"]["overhead_min"], "overhead_max": timed["method"]["overhead_max"],
         "ms_per_step": timed["method"]["ms_per_step"], "reference_ms_per_step": timed["reference"]["ms_per_step"],
         "state_bytes": memory["method"], "reference_state_bytes": memory["reference"],
