@@ -28,7 +28,6 @@ SUITES = {
     "large_batch": "SGD / LARS / CLARS at a large batch, with and without warmup (Huo et al. 2020)",
     "clars_cost": "CLARS step cost and peak memory against SGD and LARS",
 }
-DEFAULT_OUT = {"quality": "results/quality"}  # the others: results/<suite>
 
 
 def check_names(parser: argparse.ArgumentParser, option: str, chosen: str | None, known: list[str]) -> None:
@@ -66,13 +65,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _default_out(name: str, quick: bool) -> Path:
-    return Path(f"results/tmp/{name}_quick" if quick else DEFAULT_OUT.get(name, f"results/{name}"))
+    return Path(f"results/tmp/{name}_quick" if quick else f"results/{name}")
 
 
-def _command(argv: list[str], args: argparse.Namespace, defaults: dict[str, Any]) -> str:
+def _command(argv: list[str], args: argparse.Namespace, applied: dict[str, Any]) -> str:
+    """The invocation as ``python -m hf_autolr.bench <suite> …``, with the defaults applied spelt out."""
     given = argv[1:] if argv and argv[0] == args.suite else argv
-    filled = [f"--{k.replace('_', '-')} {v}" for k, v in defaults.items() if f"--{k.replace('_', '-')}" not in given]
-    return " ".join(["python -m hf_autolr.bench", args.suite, *given, *filled])
+    return " ".join(["python -m hf_autolr.bench", args.suite, *given, *(f"--{k.replace('_', '-')} {v}" for k, v in applied.items())])
 
 
 def main(argv: list[str] | None = None, defaults: dict[str, Any] | None = None) -> Path:
