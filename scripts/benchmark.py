@@ -1,12 +1,14 @@
-"""The benchmark: every hf_autolr method and the peers (Prodigy, Schedule-Free, D-Adaptation, HF's schedules) against a tuned baseline.
+"""Every benchmark suite of ``hf_autolr.bench``; without a suite name, the quality suite (every
+hf_autolr method and the peers against a tuned baseline). The repository's SQuAD sample, beside
+the clone, is passed to the suites that take ``--squad-file``.
 
-    python scripts/benchmark.py            # full run (about 4 hours on 2 CPU cores) -> results/benchmark/
-    python scripts/benchmark.py --quick    # smoke tier (minutes) -> results/tmp/benchmark_quick/
+    python scripts/benchmark.py                 # quality, full tier (about 4 hours on 2 CPU cores) -> results/quality/
+    python scripts/benchmark.py --quick         # quality, smoke tier (minutes) -> results/tmp/quality_quick/
+    python scripts/benchmark.py adascale        # or overhead, large_batch, clars_cost -> results/<suite>/
 
-See ``python scripts/benchmark.py --help`` and the README's "Benchmark" section.
+See ``python scripts/benchmark.py [suite] --help``, ``results/README.md`` and the README's "Benchmark" section.
 """
 
-import sys
 from pathlib import Path
 
 from hf_autolr.bench.cli import main
@@ -14,7 +16,4 @@ from hf_autolr.bench.cli import main
 SQUAD_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad" / "squad_v2_dev_sample.json"
 
 if __name__ == "__main__":
-    argv = sys.argv[1:]
-    if "--squad-file" not in argv and SQUAD_SAMPLE.exists():  # the repository's ../shared, beside the clone
-        argv += ["--squad-file", str(SQUAD_SAMPLE)]
-    main(argv)
+    main(defaults={"squad_file": str(SQUAD_SAMPLE)} if SQUAD_SAMPLE.exists() else None)

@@ -1,5 +1,6 @@
-"""The benchmark pipeline: the --quick tier end to end, resumability, and the report's
-definitions on hand-made runs. The numbers of the quick tier are not checked, only the plumbing."""
+"""The quality suite: the --quick tier end to end (run without a suite name, as
+``scripts/benchmark.py`` runs it), resumability, and the report's definitions on hand-made runs.
+The numbers of the quick tier are not checked, only the plumbing."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from hf_autolr.bench import schema
 from hf_autolr.bench.cli import main, parse_args
 from hf_autolr.bench.methods import BASELINES, METHODS
 from hf_autolr.bench.report import _time_to_target, select_grid, summarise
@@ -69,13 +71,14 @@ def test_quick_tier_end_to_end_and_resume(tmp_path):
     argv = ["--quick", "--out", str(tmp_path), "--no-progress", "--workloads", ",".join(workloads)]
     main(argv)
     results = json.loads((tmp_path / "results.json").read_text())
-    runs = [r for r in results["runs"].values() if r["phase"] != "untrained"]
+    assert schema.check(results) == [] and results["suite"] == "quality" and results["tier"] == "quick"
+    runs = [r for r in results["runs"].values() if r["phase"] not in ("untrained", "overhead")]
     for w in workloads:
         done = {(r["method"], r["phase"]) for r in runs if r["workload"] == w}
         for m, method in METHODS.items():
             assert (m, "eval") in done, (w, m)
             assert (m, "grid" if m in BASELINES else "hint") in done or not (m in BASELINES or method.takes_hint)
-        overheads = {o["method"] for o in results["overhead"].values() if o["workload"] == w}
+        overheads = {o["method"] for o in results["runs"].values() if o["workload"] == w and o["phase"] == "overhead"}
         assert overheads == (set() if w == "vision_resnet_trainer" else set(METHODS) - set(BASELINES))
         floor = [r for r in results["runs"].values() if r["workload"] == w and r["phase"] == "untrained"]
         assert len(floor) == 1 and 0 <= floor[0]["metric"] <= 100
@@ -96,7 +99,7 @@ def test_quick_tier_end_to_end_and_resume(tmp_path):
     # resumable: a second invocation runs nothing again (every record is kept as it was)
     main(argv + ["--no-overhead"])
     again = json.loads((tmp_path / "results.json").read_text())
-    assert again["runs"] == results["runs"] and again["overhead"] == results["overhead"]
+    assert again["runs"] == results["runs"] and len(again["invocations"]) == 2
 
 
 
@@ -118,7 +121,7 @@ def test_quick_tier_qa_workloads(tmp_path):
 @pytest.mark.slow
 def test_full_benchmark(tmp_path):
     """The full tier (hours on 2 cores): opt-in with ``pytest -m slow``."""
-    from hf_autolr.bench.cli import FULL
+    from hf_autolr.bench.quality import FULL
     from hf_autolr.bench.workloads import WORKLOADS
 
     main(["--out", str(tmp_path), "--no-progress", "--squad-file", str(SQUAD_SAMPLE)])

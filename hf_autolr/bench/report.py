@@ -1,4 +1,4 @@
-"""Turn the benchmark's ``results.json`` into tables (markdown) and plots (PNG).
+"""The quality suite's report: its ``results.json`` as tables (markdown) and plots (PNG).
 
 Definitions (README "Benchmark"):
 - **tuned**: of the two grid baselines (warmup+cosine, warmup+linear), each at the grid LR with the
@@ -149,10 +149,9 @@ def markdown(summary: dict[str, Any], results: dict[str, Any]) -> str:
             cells = (summary[w]["rows"].get(m, {}).get("decided") or "–" for w in workloads)
             lines.append(f"| {m} | " + " | ".join(cells) + " |\n")
 
-    overhead = results.get("overhead", {})
-    if overhead:
+    by = {(o["workload"], o["method"]): o for o in results["runs"].values() if o["phase"] == "overhead"}
+    if by:
         lines += ["\n## Per-step overhead and extra state vs AdamW at a constant LR (paired in one process)\n", head]
-        by = {(o["workload"], o["method"]): o for o in overhead.values()}
         for m in methods:
             cells = []
             for w in workloads:

@@ -10,14 +10,16 @@ Timing counts only training steps, in process CPU time (one thread per run).
 
 from __future__ import annotations
 
+import functools
 import math
-import statistics
+import os
 import time
 from typing import Any
 
 import torch
 
 from hf_autolr.bench.methods import METHODS, Method, Setup
+from hf_autolr.bench.timing import paired_cpu_time
 from hf_autolr.bench.workloads import Task, Workload
 
 MAX_TRACE = 60  # points kept of the LR and training-loss curves
@@ -211,42 +213,47 @@ def run_trainer(workload: Workload, task: Task, method: Method, lr: float, seed:
 
 def measure_overhead(workload: Workload, task: Task, method: Method, lr: float, *, blocks: int = 6, block_steps: int = 10,
                      seed: int = 0) -> dict[str, Any]:
-    """Per-step CPU time and state bytes of ``method`` against AdamW at a constant LR, paired in
-    this process: the two alternate (which goes first too) in ``blocks`` blocks of ``block_steps``
-    steps on the same batches, after one warm-up block; the overhead is the median of the per-block
-    time ratios minus 1. ``constant`` against itself measures the noise of this measurement."""
-    reference = METHODS["constant"]
-    name = method.name
-    if method.name == reference.name:
-        method = Method(f"{reference.name}_self", reference.label, reference.kind, reference.build, reference.default_lr)
-    arms = []
-    for m in (method, reference):
+    """Per-step CPU time and state bytes of ``method`` at ``lr`` against AdamW at the constant HF
+    default LR (the ``constant`` baseline: an LR-free method's lr 1 would make AdamW diverge, and
+    non-finite arithmetic runs at another speed), each on its own model, paired on the same
+    batches by :func:`~hf_autolr.bench.timing.paired_cpu_time`; ``constant`` against itself
+    measures the noise. The schedule both plan for is 10 × the steps timed; the state is what
+    each keeps after the timed steps; the method's diagnostics then are kept too (e.g. LRTuner's
+    discarded probe steps)."""
+    arms, setups = {}, {}
+    for arm, m, m_lr in (("method", method, lr), ("reference", METHODS["constant"], METHODS["constant"].default_lr)):
         model = task.model(seed)
         model.train()
-        arms.append((m, model, m.build(model, lr, 10 * blocks * block_steps, workload)))
-    batches = task.batches(seed)
-    ratios, times = [], {method.name: 0.0, reference.name: 0.0}
+        setups[arm] = m.build(model, m_lr, 10 * blocks * block_steps, workload)
+        arms[arm] = functools.partial(train_step, task, model, setups[arm])
     try:
-        for index in range(blocks + 1):  # block 0 warms both up and is not counted
-            block = [next(batches) for _ in range(block_steps)]
-            spent = {}
-            for m, model, setup in (arms if index % 2 else arms[::-1]):  # alternate which goes first
-                start = time.process_time()
-                for batch in block:
-                    train_step(task, model, setup, batch)
-                spent[m.name] = time.process_time() - start
-            if index:
-                for arm, value in spent.items():
-                    times[arm] += value
-                ratios.append(spent[method.name] / max(spent[reference.name], 1e-9))
-        memory = [method_state_bytes(setup) for _, _, setup in arms]
+        timed = paired_cpu_time(arms, task.batches(seed), "reference", blocks=blocks, block_steps=block_steps)
+        memory = {arm: method_state_bytes(setup) for arm, setup in setups.items()}
+        scheduler = setups["method"].scheduler
+        diagnostics = scheduler.diagnostics() if hasattr(scheduler, "diagnostics") else {}
     finally:
-        for _, _, setup in arms:
+        for setup in setups.values():
             setup.cleanup()
-    steps = blocks * block_steps
     return {
-        "workload": workload.name, "method": name, "overhead": statistics.median(ratios) - 1.0,
-        "ms_per_step": 1000 * times[method.name] / steps, "reference_ms_per_step": 1000 * times[reference.name] / steps,
-        "state_bytes": memory[0], "reference_state_bytes": memory[1],
-        "extra_state_bytes": memory[0] - memory[1],
+        "workload": workload.name, "method": method.name, "lr": lr, "reference_lr": METHODS["constant"].default_lr,
+        "overhead": timed["method"]["overhead"],
+        "overhead_min": timed["method"]["overhead_min"], "overhead_max": timed["method"]["overhead_max"],
+        "ms_per_step": timed["method"]["ms_per_step"], "reference_ms_per_step": timed["reference"]["ms_per_step"],
+        "state_bytes": memory["method"], "reference_state_bytes": memory["reference"],
+        "extra_state_bytes": memory["method"] - memory["reference"], "param_bytes": tensor_bytes(list(model.parameters())),
+        "blocks": blocks, "block_steps": block_steps,
+        "diagnostics": {k: float(v) for k, v in diagnostics.items() if isinstance(v, (int, float))},
     }
+
+
+def prepare_process(threads: int) -> None:
+    """One benchmark process: ``threads`` torch threads, offline, quiet transformers and datasets."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    torch.set_num_threads(threads)
+    import datasets  # noqa: PLC0415
+    import transformers  # noqa: PLC0415
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()

@@ -12,6 +12,7 @@ its batches, and evaluates it.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,6 +21,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from hf_autolr.bench.digits import digits, index_batches
 
 HALF_DECADE = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)  # 7 points, half-decade spacing
 SQUAD_GRID = (3e-5, 1e-4, 3e-4, 1e-3)  # fine-tuning: 1e-3 already destroys the pretrained model (F1 8 on SQuAD text)
@@ -69,24 +72,6 @@ class Workload:
 
 
 # -- digits ---------------------------------------------------------------------------------------
-_DIGITS: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-
-
-def digits_split() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """scikit-learn's digits, stratified 1000 train / 397 validation (the rest unused), standardised."""
-    if not _DIGITS:
-        from sklearn.datasets import load_digits  # noqa: PLC0415
-        from sklearn.model_selection import train_test_split  # noqa: PLC0415
-
-        x, y = load_digits(return_X_y=True)
-        x_tr, x_rest, y_tr, y_rest = train_test_split(x, y, train_size=1000, stratify=y, random_state=0)
-        x_va, _, y_va, _ = train_test_split(x_rest, y_rest, train_size=397, stratify=y_rest, random_state=0)
-        mean, std = x_tr.mean(0), x_tr.std(0) + 1.0  # +1: some pixels are constant
-        for name, (a, b) in {"train": (x_tr, y_tr), "val": (x_va, y_va)}.items():
-            _DIGITS[name] = (torch.tensor((a - mean) / std, dtype=torch.float32), torch.tensor(b))
-    return _DIGITS
-
-
 def _mlp() -> nn.Module:
     return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10))
 
@@ -111,16 +96,8 @@ def _loss_and_accuracy(net: nn.Module, logits_of: Callable[[nn.Module], torch.Te
     return (loss if math.isfinite(loss) else math.inf), float((logits.argmax(1) == labels).float().mean()) * 100
 
 
-def _index_batches(n: int, batch: int, seed: int) -> Iterator[torch.Tensor]:
-    generator = torch.Generator().manual_seed(10_000 + seed)
-    while True:
-        order = torch.randperm(n, generator=generator)
-        for k in range(0, n - batch + 1, batch):  # the short tail of an epoch is dropped
-            yield order[k : k + batch]
-
-
 def _digits_task(workload: Workload) -> Task:
-    data = digits_split()
+    data = digits("quality")
     x, y = data["train"]
     xv, yv = data["val"]
     build = {"mlp": _mlp, "cnn": _cnn}[workload.options["model"]]
@@ -130,7 +107,7 @@ def _digits_task(workload: Workload) -> Task:
         return build()
 
     def batches(seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for index in _index_batches(len(y), workload.batch_size, seed):
+        for index in index_batches(len(y), workload.batch_size, seed):
             yield x[index], y[index]
 
     evaluate = lambda net: _loss_and_accuracy(net, lambda m: m(xv), yv)  # noqa: E731
@@ -235,7 +212,7 @@ def _qa_task(workload: Workload) -> Task:
         return net
 
     def batches(seed: int) -> Iterator[dict[str, torch.Tensor]]:
-        for index in _index_batches(n, workload.batch_size, seed):
+        for index in index_batches(n, workload.batch_size, seed):
             yield {c: t[index] for c, t in train.items()}
 
     def _forward_chunks(net: nn.Module, inputs: dict[str, torch.Tensor], chunk: int = 64):
@@ -286,7 +263,7 @@ def _vision_task(workload: Workload) -> Task:
         return vision.build_model(None, workload.options.get("model_type", "resnet"), names, 1, size)
 
     def batches(seed: int) -> Iterator[dict[str, torch.Tensor]]:
-        for index in _index_batches(len(y), workload.batch_size, seed):
+        for index in index_batches(len(y), workload.batch_size, seed):
             yield {"pixel_values": x[index], "labels": y[index]}
 
     chunks = lambda m: torch.cat([m(pixel_values=xv[k : k + 256]).logits for k in range(0, len(yv), 256)])  # noqa: E731
@@ -341,3 +318,17 @@ QUICK_WORKLOADS: dict[str, Workload] = {
                                   options={"max_seq_length": 64, "doc_stride": 24, "max_examples": 24, "embedded": True}),
     "vision_resnet_trainer": replace(WORKLOADS["vision_resnet_trainer"], steps=6, eval_every=3, options={"model_type": "resnet", "image_size": 16}),
 }
+
+
+def select(names: str | None, *, quick: bool = False, squad_file: str | None = None) -> list[Workload]:
+    """The workloads named (comma-separated; default: all of the tier, the SQuAD one only with a
+    ``squad_file``), of the quick tier with ``quick``."""
+    table = QUICK_WORKLOADS if quick else WORKLOADS
+    if squad_file:
+        table = {n: replace(w, options={**w.options, "squad_file": squad_file}) if w.needs_squad_file else w for n, w in table.items()}
+    chosen = names.split(",") if names else [n for n, w in table.items() if not w.needs_squad_file or squad_file]
+    if any(table[n].needs_squad_file for n in chosen) and not squad_file:
+        raise SystemExit("the squad_minilm workload needs --squad-file (a SQuAD JSON file)")
+    if len(chosen) < len(table) and not names:
+        print("no --squad-file: the squad_minilm workload is left out", file=sys.stderr)
+    return [table[n] for n in chosen]
