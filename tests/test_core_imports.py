@@ -130,3 +130,17 @@ print(json.dumps({"messages": messages, "observed": scheduler.num_observed}))
 def test_explicit_register_raises_when_internals_moved():
     result = python(ALTERATIONS["scheduler table gone"] + "\nimport hf_autolr\nhf_autolr.register()\n")
     assert result.returncode != 0 and "RegistrationError" in result.stderr
+
+
+def test_plots_leave_the_users_matplotlib_backend_alone(tmp_path):
+    report = last_json(python(f"""
+        import json, sys, matplotlib
+        matplotlib.use("svg")  # the user's choice
+        import torch, hf_autolr
+        from hf_autolr.plotting import plot_schedule
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        scheduler = hf_autolr.build_scheduler("autolr_gp", opt, num_training_steps=40)
+        plot_schedule({{"step": [0.0, 1.0], "lr": [0.01, 0.02], "loss": [1.0, 0.9]}}, scheduler, {str(tmp_path / "lr.png")!r})
+        print(json.dumps({{"backend": matplotlib.get_backend(), "pyplot": "matplotlib.pyplot" in sys.modules}}))
+    """))
+    assert report == {"backend": "svg", "pyplot": False}

@@ -173,10 +173,7 @@ def markdown(summary: dict[str, Any], results: dict[str, Any]) -> str:
 
 
 def plots(summary: dict[str, Any], results: dict[str, Any], out: Path) -> list[Path]:
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    from matplotlib.figure import Figure  # noqa: PLC0415 - no pyplot: the user's backend stays as it is
 
     workloads = list(summary)
     methods = [m for m in METHODS if any(m in summary[w]["rows"] for w in workloads)]
@@ -184,7 +181,8 @@ def plots(summary: dict[str, Any], results: dict[str, Any], out: Path) -> list[P
     styles = {m: ("-" if METHODS[m].kind == "ours" else "--" if METHODS[m].kind == "peer" else ":") for m in methods}
     paths = []
 
-    fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(workloads) * len(methods) / 6), 4.5))
+    fig = Figure(figsize=(max(8, 1.6 * len(workloads) * len(methods) / 6), 4.5))
+    ax = fig.subplots()
     width = 0.8 / len(methods)
     for i, m in enumerate(methods):
         xs = [k + (i - len(methods) / 2) * width for k in range(len(workloads))]
@@ -201,10 +199,10 @@ def plots(summary: dict[str, Any], results: dict[str, Any], out: Path) -> list[P
     fig.tight_layout()
     paths.append(out / "ratio_to_tuned.png")
     fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
 
     runs = [r for r in results["runs"].values() if r["phase"] == "eval"]
-    fig, axes = plt.subplots(2, len(workloads), figsize=(4 * len(workloads), 7), squeeze=False)
+    fig = Figure(figsize=(4 * len(workloads), 7))
+    axes = fig.subplots(2, len(workloads), squeeze=False)
     for k, w in enumerate(workloads):
         first = {}
         for r in sorted(runs, key=lambda r: r["seed"]):
@@ -230,5 +228,4 @@ def plots(summary: dict[str, Any], results: dict[str, Any], out: Path) -> list[P
     fig.tight_layout()
     paths.append(out / "curves.png")
     fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
     return paths
