@@ -97,6 +97,19 @@ def test_overhead_quick(tmp_path):
     _report_again("overhead", tmp_path)
 
 
+def test_adascale_cost_quick(tmp_path):
+    """Two real gloo processes (and the one-process accumulation): S counted as processes ×
+    micro-batches, both arms timed."""
+    main(["adascale_cost", "--quick", "--out", str(tmp_path), "--workloads", "digits_mlp"])
+    results, table = _results(tmp_path)
+    runs = {r["setting"]: r for r in results["runs"].values()}
+    assert set(runs) == {"ddp", "ddp_accumulate", "accumulate"}
+    assert {k: r["scale"] for k, r in runs.items()} == {"ddp": 2, "ddp_accumulate": 4, "accumulate": 2}
+    assert all(r["constant_ms_per_step"] > 0 and r["adascale_ms_per_step"] > 0 for r in runs.values())
+    assert "| digits_mlp | ddp (2 × 1) | 2 |" in table
+    _report_again("adascale_cost", tmp_path)
+
+
 def test_report_only_needs_a_results_file(tmp_path):
     with pytest.raises(SystemExit, match="no .*results.json"):
         main(["clars_cost", "--report-only", "--out", str(tmp_path)])

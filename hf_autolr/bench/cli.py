@@ -27,6 +27,7 @@ SUITES = {
     "adascale": "AdaScale at scale S = 4, 8, 16 against linear scaling with warmup (Johnson et al. 2020)",
     "large_batch": "SGD / LARS / CLARS at a large batch, with and without warmup (Huo et al. 2020)",
     "clars_cost": "CLARS step cost and peak memory against SGD and LARS",
+    "adascale_cost": "AdaScale's per-step cost in 2-process DDP and with accumulation, against a constant LR",
 }
 
 

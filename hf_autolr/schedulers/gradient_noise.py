@@ -88,6 +88,7 @@ class AdamPreconditioner:
         self.optimizer = unwrap_optimizer(optimizer)
         self.after = after
         self._group_index: dict[int, int] = {}
+        self._cache: dict[int, tuple[float, torch.Tensor]] = {}  # id(param) -> (Adam step, √v̂ + ε)
 
     def _group(self, param: torch.Tensor) -> dict[str, Any] | None:
         groups = self.optimizer.param_groups
@@ -105,11 +106,20 @@ class AdamPreconditioner:
         group = self._group(param)
         if step < self.after or group is None or "betas" not in group:
             return None
+        cached = self._cache.get(id(param))
+        if cached is not None and cached[0] == step:  # v̂ changes only at optimizer.step()
+            return cached[1]
         second_moment = state["exp_avg_sq"].detach()
         if second_moment.dtype not in (torch.float32, torch.float64):
             second_moment = second_moment.float()
         correction = 1.0 - group["betas"][1] ** step
-        return (second_moment / correction).sqrt_().add_(group.get("eps", 1e-8))
+        pinv = (second_moment / correction).sqrt_().add_(group.get("eps", 1e-8))
+        self._cache[id(param)] = (step, pinv)
+        return pinv
+
+    def clear(self) -> None:
+        """Free the step's √v̂ + ε (kept from the first backward of a step to its optimizer step)."""
+        self._cache = {}
 
 
 @dataclass(frozen=True)
@@ -123,14 +133,25 @@ class GradientSample:
     preconditioned: bool  # statistics on Adam-preconditioned gradients
 
 
+_WIDE = (torch.float32, torch.float64)
+
+
 def _sq_norm_sum(grads: list[torch.Tensor], pinvs: list[torch.Tensor | None] | None = None) -> torch.Tensor:
-    """Σ ‖grad / pinv‖² over ``grads`` as a float64 scalar: one fused ``_foreach_norm`` in float64
-    (fp16 squares of scaled gradients would overflow; σ̂² is a difference of two nearly equal sums)."""
-    if pinvs is not None:
-        wide = (torch.float32, torch.float64)
-        grads = [g if p is None else (g if g.dtype in wide else g.float()) / p for g, p in zip(grads, pinvs)]
-    norms = torch._foreach_norm([g.detach() for g in grads], 2, dtype=torch.float64)
-    return torch.stack(norms).square().sum()
+    """Σ ‖grad / pinv‖² over ``grads`` as a float64 scalar, from one fused ``_foreach_norm``: each
+    tensor's norm in its own precision (fp16/bf16 in float32: their scaled squares overflow), the
+    squares summed in float64 (σ̂² is a difference of two nearly equal sums)."""
+    grads = [g.detach() for g in grads]
+    if pinvs is not None and any(p is not None for p in pinvs):
+        scaled = [i for i, p in enumerate(pinvs) if p is not None]
+        quotients = torch._foreach_div([grads[i] if grads[i].dtype in _WIDE else grads[i].float() for i in scaled],
+                                       [pinvs[i] for i in scaled])
+        for i, quotient in zip(scaled, quotients):
+            grads[i] = quotient
+    narrow = any(g.dtype not in _WIDE for g in grads)
+    norms = torch._foreach_norm(grads, 2, dtype=torch.float32) if narrow else torch._foreach_norm(grads, 2)
+    if len({n.dtype for n in norms}) > 1:
+        norms = [n.double() for n in norms]
+    return torch.stack(norms).double().square().sum()
 
 
 def _weak_hook(tracker: weakref.ref, params: list[torch.Tensor]) -> Callable[[Any], None]:
@@ -184,6 +205,8 @@ class GradientSampleTracker:
         self._mean_sq: torch.Tensor | None = None  # ‖.grad‖² after the latest backward, unscaled
         self._preconditioned = False
         self._wait_pending()
+        if hasattr(self.preconditioner, "clear"):
+            self.preconditioner.clear()
         # Also re-arms the end-of-backward callback if a failed backward never ran it (queueing it
         # twice in one backward is harmless: the second run finds nothing new to fold).
         self._callback_queued = False
