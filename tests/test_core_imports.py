@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -36,6 +37,9 @@ clars = CLARS(torch.nn.Linear(3, 1).parameters(), lr=0.1)
 print(json.dumps({"lrs": lrs, "transformers": "transformers" in sys.modules,
                   "accelerate": "accelerate" in sys.modules}))
 """
+
+
+TESTS = str(Path(__file__).resolve().parent)
 
 
 def python(code: str, timeout: int = 120) -> subprocess.CompletedProcess:
@@ -92,9 +96,9 @@ ALTERATIONS = {
 
 
 @pytest.mark.parametrize("alteration", list(ALTERATIONS), ids=list(ALTERATIONS))
-def test_moved_internals_warn_once_and_the_fallback_trains(alteration):
-    report = last_json(python(ALTERATIONS[alteration] + "\n" + """
-import json, warnings
+def test_moved_internals_warn_once_and_the_fallback_trains(alteration, tmp_path):
+    report = last_json(python(ALTERATIONS[alteration] + "\n" + f"""
+import json, sys, warnings
 import torch
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
@@ -102,25 +106,18 @@ with warnings.catch_warnings(record=True) as caught:
     from transformers import Trainer, TrainingArguments
     import transformers.trainer
 from hf_autolr.integrations import AutoLRCallback
+sys.path.insert(0, {TESTS!r})
+from tiny import RegressionData, TinyRegressor
 
-class Model(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.linear = torch.nn.Linear(4, 1)
-    def forward(self, x, labels=None):
-        out = self.linear(x).squeeze(-1)
-        return {"loss": torch.nn.functional.mse_loss(out, labels)}
-
-model = Model()
+model = TinyRegressor()
 opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
 scheduler = hf_autolr.build_scheduler("lrtuner", opt, num_training_steps=6)
-data = [{"x": torch.randn(4), "labels": torch.tensor(1.0)} for _ in range(24)]
-args = TrainingArguments("out", max_steps=6, per_device_train_batch_size=4, report_to="none",
+args = TrainingArguments({str(tmp_path)!r}, max_steps=6, per_device_train_batch_size=4, report_to="none",
                          save_strategy="no", use_cpu=True, disable_tqdm=True)
-Trainer(model=model, args=args, train_dataset=data, optimizers=(opt, scheduler),
+Trainer(model=model, args=args, train_dataset=RegressionData(24), optimizers=(opt, scheduler),
         callbacks=[AutoLRCallback()]).train()
 messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
-print(json.dumps({"messages": messages, "observed": scheduler.num_observed}))
+print(json.dumps({{"messages": messages, "observed": scheduler.num_observed}}))
 """))
     assert len(report["messages"]) == 1, report["messages"]
     assert "could not register" in report["messages"][0] and "build_scheduler" in report["messages"][0]
