@@ -39,7 +39,7 @@ def test_adascale_quick(tmp_path):
     assert results["suite"] == "adascale" and results["tier"] == "quick"
     assert results["command"] == f"python -m hf_autolr.bench adascale --quick --out {tmp_path}"
     runs = results["runs"].values()
-    assert {(r["method"], r["scale"]) for r in runs} == {("none", 1)} | {(m, s) for m in ("adascale", "lsw", "none") for s in (4, 8, 16)}
+    assert {(r["method"], r["scale"]) for r in runs} == {("none", 1)} | {(m, s) for m in ("adascale", "lsw", "tuned", "none") for s in (4, 8, 16)}
     assert {r["momentum"] for r in runs} == {0.9, 0.0}  # the ablation without momentum
     gained = [r for r in runs if r["method"] == "adascale"]
     assert all(1.0 <= r["mean_gain"] <= r["scale"] and r["final_progress"] >= r["t_si"] and r["gains"] for r in gained)

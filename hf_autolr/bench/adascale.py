@@ -10,6 +10,8 @@ batch S·b adapted three ways:
   S samples; it runs until its scale-invariant progress τ reaches T_SI.
 - ``lsw``: the linear-scaling rule with warmup: LR × S, linear warmup over the first 5.5 % of the
   ⌈T_SI/S⌉ steps, the cosine compressed to ⌈T_SI/S⌉ steps (the paper's LSW baseline).
+- ``tuned``: the LSW schedule with its LR re-tuned at S on a grid, LR × S^e for e in 0, ¼, ½, ¾, 1
+  (the best mean test accuracy over the seeds: an upper bound for a grid, at 5 × its steps);
 - ``none``: the S=1 LR and cosine compressed to ⌈T_SI/S⌉ steps (same epochs, no scaling).
 
 Task: digits (the ``"held_out"`` split of :mod:`hf_autolr.bench.digits`: 1347 train / 450 test),
@@ -35,8 +37,9 @@ import torch
 from torch import nn
 
 RESUMABLE = False
-METHODS = ("adascale", "lsw", "none")
-LABELS = {"adascale": "AdaScale", "lsw": "LSW (LR×S, 5.5% warmup)", "none": "no scaling"}
+METHODS = ("adascale", "lsw", "tuned", "none")
+LABELS = {"adascale": "AdaScale", "lsw": "LSW (LR×S, 5.5% warmup)", "tuned": "tuned at S (grid)", "none": "no scaling"}
+TUNED_EXPONENTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the grid re-run at S: LR × S^e, from no scaling to linear
 LSW_WARMUP = 0.055  # fraction of the ⌈T_SI/S⌉ steps (the paper's LSW)
 TUNE_LRS = (0.02, 0.05, 0.1, 0.2)
 
@@ -71,8 +74,9 @@ def config(args: argparse.Namespace) -> dict[str, Any]:
             "configurations": [] if args.tune_lr else configurations, "tune_lrs": list(TUNE_LRS) if args.tune_lr else []}
 
 
-def train(method: str, scale: int, seed: int, cfg: dict[str, Any], lr: float, momentum: float) -> dict[str, Any]:
-    """One run: ``method`` at scale ``scale`` (S=1: the recipe itself)."""
+def train(method: str, scale: int, seed: int, cfg: dict[str, Any], lr: float, momentum: float,
+          exponent: float = 0.0) -> dict[str, Any]:
+    """One run: ``method`` at scale ``scale`` (S=1: the recipe itself); ``tuned`` at LR × S^exponent."""
     from hf_autolr.bench.digits import digits, index_batches  # noqa: PLC0415
     from hf_autolr.schedulers import AdaScale  # noqa: PLC0415
     from hf_autolr.schedulers.base_schedules import cosine  # noqa: PLC0415
@@ -105,8 +109,8 @@ def train(method: str, scale: int, seed: int, cfg: dict[str, Any], lr: float, mo
         sched.detach()
     else:
         steps = math.ceil(t_si / scale)
-        warmup = math.ceil(LSW_WARMUP * steps) if method == "lsw" and scale > 1 else 0
-        factor = scale if method == "lsw" else 1
+        warmup = math.ceil(LSW_WARMUP * steps) if method in ("lsw", "tuned") and scale > 1 else 0
+        factor = scale if method == "lsw" else scale**exponent if method == "tuned" else 1
         for t in range(steps):
             step_lr = lr * factor * cosine(min(t * scale, t_si), 0, t_si)
             if t < warmup:
@@ -127,7 +131,7 @@ def train(method: str, scale: int, seed: int, cfg: dict[str, Any], lr: float, mo
         logits = model(x_test)
         accuracy, test_loss = 100.0 * float((logits.argmax(1) == y_test).float().mean()), float(loss_fn(logits, y_test))
     return {
-        "method": method, "scale": scale, "seed": seed, "lr": lr, "momentum": momentum, "accuracy": accuracy,
+        "method": method, "scale": scale, "seed": seed, "lr": lr, "momentum": momentum, "exponent": exponent, "accuracy": accuracy,
         "test_loss": test_loss if math.isfinite(test_loss) else None, "steps": steps, "epochs": drawn * cfg["batch"] / len(y),
         "mean_gain": statistics.fmean(gains) if gains else 1.0,
         "final_progress": progress[-1] if progress else float(steps * scale if scale == 1 else t_si),
@@ -139,11 +143,14 @@ def run(args: argparse.Namespace, results: dict[str, Any], save) -> None:
     cfg = results["config"]
     jobs = [(f"tune|m{args.momentum}|lr{lr}|S1|{seed}", "none", 1, seed, lr, args.momentum)
             for lr in cfg["tune_lrs"] for seed in range(cfg["seeds"])]
-    jobs += [(f"m{momentum}|lr{lr}|{method}|S{scale}|{seed}", method, scale, seed, lr, momentum)
+    jobs = [(*job, 0.0) for job in jobs]
+    jobs += [(f"m{momentum}|lr{lr}|{method}|S{scale}|{seed}" + (f"|e{e}" if method == "tuned" else ""),
+              method, scale, seed, lr, momentum, e)
              for lr, momentum in cfg["configurations"] for seed in range(cfg["seeds"]) for scale in cfg["scales"]
-             for method in (METHODS if scale > 1 else ("none",))]
-    for key, method, scale, seed, lr, momentum in jobs:
-        record = train(method, scale, seed, cfg, lr, momentum)
+             for method in (METHODS if scale > 1 else ("none",))
+             for e in (TUNED_EXPONENTS if method == "tuned" else (0.0,))]
+    for key, method, scale, seed, lr, momentum, exponent in jobs:
+        record = train(method, scale, seed, cfg, lr, momentum, exponent)
         if seed != 0:  # keep the file small: gain curves of the first seed only
             record.update(gains=[], progress=[])
         results["runs"][key] = dict(record, phase="tune" if key.startswith("tune") else "scale")
@@ -158,6 +165,12 @@ def summarise(runs: list[dict], scales: list[int]) -> list[dict]:
     for method in METHODS:
         for scale in scales:
             chosen = [r for r in runs if r["scale"] == scale and (r["method"] == method or scale == 1)]
+            grid_steps = 0
+            if method == "tuned" and scale > 1:  # the grid point with the best mean accuracy
+                points = {r.get("exponent", 0.0) for r in chosen}
+                best = max(points, key=lambda e: statistics.fmean(r["accuracy"] for r in chosen if r.get("exponent", 0.0) == e))
+                grid_steps = sum(r["steps"] for r in chosen) / len({r["seed"] for r in chosen})
+                chosen = [r for r in chosen if r.get("exponent", 0.0) == best]
             acc = [r["accuracy"] for r in chosen]
             rows.append({
                 "method": method, "scale": scale, "accuracy_mean": statistics.fmean(acc),
@@ -165,7 +178,7 @@ def summarise(runs: list[dict], scales: list[int]) -> list[dict]:
                 "test_loss_mean": statistics.fmean(math.inf if r["test_loss"] is None else r["test_loss"] for r in chosen),
                 "steps_mean": statistics.fmean(r["steps"] for r in chosen), "epochs_mean": statistics.fmean(r["epochs"] for r in chosen),
                 "gain_mean": statistics.fmean(r["mean_gain"] for r in chosen), "diverged": sum(r["diverged"] for r in chosen),
-                "seeds": len(chosen),
+                "seeds": len(chosen), "exponent": chosen[0].get("exponent", 0.0), "grid_steps": grid_steps,
             })
     return rows
 
@@ -189,13 +202,15 @@ def _table(rows: list[dict], cfg: dict[str, Any], lr: float, momentum: float) ->
         f"{cfg['t_si']} S=1 steps ({cfg['epochs']} epochs), {cfg['seeds']} seed(s); test accuracy % (mean ± std over seeds), "
         f"test loss (mean cross-entropy), optimizer steps, epochs of data, AdaScale's mean gain; Δ = accuracy − S=1 "
         f"({s1['accuracy_mean']:.2f}).", "",
-        "| S | batch | AdaScale acc (Δ) | loss | steps | epochs | mean gain | LSW acc (Δ) | loss | steps | no-scaling acc (Δ) | loss | steps |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| S | batch | AdaScale acc (Δ) | loss | steps | epochs | mean gain | LSW acc (Δ) | loss | steps "
+        "| tuned-at-S acc (Δ) | loss | LR × S^e | grid steps | no-scaling acc (Δ) | loss | steps |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for scale in cfg["scales"]:
-        a, l, n = (next(r for r in rows if r["scale"] == scale and r["method"] == m) for m in METHODS)
+        a, l, t, n = (next(r for r in rows if r["scale"] == scale and r["method"] == m) for m in METHODS)
         lines.append(f"| {scale} | {scale * cfg['batch']} | {acc(a)} | {a['steps_mean']:.0f} | {a['epochs_mean']:.1f} | {a['gain_mean']:.2f} "
-                     f"| {acc(l)} | {l['steps_mean']:.0f} | {acc(n)} | {n['steps_mean']:.0f} |")
+                     f"| {acc(l)} | {l['steps_mean']:.0f} | {acc(t)} | {t['exponent']:g} | {t['grid_steps']:.0f} "
+                     f"| {acc(n)} | {n['steps_mean']:.0f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import socket
@@ -124,7 +125,11 @@ def _worker(rank: int, world: int, port: int, job: dict[str, Any], out: str) -> 
         record = measure(_workload(job), world, job["micro"], job["blocks"], job["block_steps"], rank)
         if rank == 0:
             Path(out).write_text(json.dumps(record))
+        dist.barrier()
     finally:
+        # The DDP models must be freed while the group is still registered: a reducer freed after
+        # destroy_process_group can abort the process at exit (pytorch/pytorch#56297).
+        gc.collect()
         dist.destroy_process_group()
 
 
