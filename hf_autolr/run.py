@@ -18,12 +18,12 @@ Hub's metric is used unchanged. Only ``hf_autolr.run`` installs this, not ``impo
 from __future__ import annotations
 
 import functools
-import importlib.abc
-import importlib.util
 import os
 import runpy
 import sys
 from typing import Any
+
+from hf_autolr._after_import import after_import
 
 USAGE = "usage: python -m hf_autolr.run SCRIPT.py [args...]  |  python -m hf_autolr.run -m MODULE [args...]"
 
@@ -86,33 +86,10 @@ def _patch_evaluate(module: Any) -> None:
         module.load = with_offline_fallback(module.load)
 
 
-class _PatchEvaluateOnImport(importlib.abc.MetaPathFinder):
-    """Patch ``evaluate.load`` right after ``evaluate`` is first imported (it takes seconds to
-    import, so a script that never uses it should not pay for it)."""
-
-    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
-        if fullname != "evaluate":
-            return None
-        sys.meta_path.remove(self)  # find the real module once, with the other finders
-        spec = importlib.util.find_spec(fullname)
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return spec
-        exec_module = spec.loader.exec_module
-
-        def exec_and_patch(module: Any) -> None:
-            exec_module(module)
-            _patch_evaluate(module)
-
-        spec.loader.exec_module = exec_and_patch
-        return spec
-
-
 def install_offline_metrics() -> None:
-    """Give ``evaluate.load`` the offline fallback: now if imported, else when it is imported."""
-    if "evaluate" in sys.modules:
-        _patch_evaluate(sys.modules["evaluate"])
-    elif not any(isinstance(finder, _PatchEvaluateOnImport) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _PatchEvaluateOnImport())
+    """Give ``evaluate.load`` the offline fallback: now if imported, else once it is (it takes
+    seconds to import, so a script that never uses it does not pay for it)."""
+    after_import("evaluate", _patch_evaluate)
 
 
 if __name__ == "__main__":

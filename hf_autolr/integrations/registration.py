@@ -1,8 +1,9 @@
 """Register our names with transformers, and hook an unmodified ``Trainer``, when transformers loads.
 
 ``import hf_autolr`` calls :func:`register_on_import`: if transformers is already imported it
-registers now, otherwise a one-shot import hook registers the names right after ``transformers``
-is imported and wraps ``Trainer`` right after ``transformers.trainer`` is. So importing the
+registers now, otherwise a one-shot import hook (:mod:`hf_autolr._after_import`) registers the
+names right after ``transformers`` is imported and wraps ``Trainer`` right after
+``transformers.trainer`` is. So importing the
 algorithms (``hf_autolr.schedulers``, ``hf_autolr.optim``, the registry) neither imports nor
 patches transformers, and a process without transformers works. If transformers' internals have
 moved, it warns once with the route that works without registration (:data:`FALLBACK`).
@@ -26,11 +27,11 @@ Example::
 from __future__ import annotations
 
 import functools
-import importlib.abc
 import inspect
-import sys
 import warnings
 from typing import Any
+
+from hf_autolr._after_import import after_import
 
 _MARK = "_hf_autolr_wrapped"
 FALLBACK = (
@@ -148,58 +149,14 @@ def _or_warn(action: Any, *args: Any) -> None:
             )
 
 
-def _patch_trainer_module(module: Any) -> None:
-    patch_trainer(module.Trainer)
-
-
-_AFTER_IMPORT = {"transformers": lambda module: register_names(), "transformers.trainer": _patch_trainer_module}
-
-
-class _RunAfter(importlib.abc.Loader):
-    """Delegates to the real loader, then runs our registration step for that module."""
-
-    def __init__(self, loader: Any, then: Any) -> None:
-        self.loader, self.then = loader, then
-
-    def create_module(self, spec: Any) -> Any:
-        return self.loader.create_module(spec)
-
-    def exec_module(self, module: Any) -> None:
-        self.loader.exec_module(module)
-        module.__loader__ = self.loader
-        if getattr(module, "__spec__", None) is not None:
-            module.__spec__.loader = self.loader
-        _or_warn(self.then, sys.modules.get(module.__name__, module))
-
-
-class _RegistrationHook(importlib.abc.MetaPathFinder):
-    """Finds nothing itself; wraps the loader of ``transformers`` and ``transformers.trainer``."""
-
-    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
-        then = _AFTER_IMPORT.get(fullname)
-        if then is None:
-            return None
-        spec = None
-        for finder in sys.meta_path:
-            if finder is not self and hasattr(finder, "find_spec"):
-                spec = finder.find_spec(fullname, path, target)
-                if spec is not None:
-                    break
-        if spec is None or spec.loader is None:
-            return None
-        if fullname == "transformers.trainer":
-            sys.meta_path.remove(self)  # the last module we wait for
-        spec.loader = _RunAfter(spec.loader, then)
-        return spec
+_hooked = False
 
 
 def register_on_import() -> None:
     """Register when transformers is (or once it gets) imported; warn once if that fails."""
-    if any(isinstance(finder, _RegistrationHook) for finder in sys.meta_path):
+    global _hooked
+    if _hooked:
         return
-    if sys.modules.get("transformers") is not None:  # None: blocked, as good as not installed
-        _or_warn(register_names)
-    if sys.modules.get("transformers.trainer") is not None:
-        _or_warn(_patch_trainer_module, sys.modules["transformers.trainer"])
-        return
-    sys.meta_path.insert(0, _RegistrationHook())
+    _hooked = True
+    after_import("transformers", lambda module: _or_warn(register_names))
+    after_import("transformers.trainer", lambda module: _or_warn(patch_trainer, module.Trainer))
