@@ -126,19 +126,6 @@ def mll_hyperparameters(
     )
 
 
-def posterior(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    grid: torch.Tensor,
-    lengthscale: float,
-    hyper: GPHyperparameters,
-    jitter: float = 1e-6,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Latent posterior mean and full covariance of ``f`` on ``grid`` given noisy ``y`` at ``x``."""
-    mean, v = _posterior_mean_and_factor(x, y, grid, lengthscale, hyper, jitter)
-    return mean, _col(hyper.outputscale, v, 2) * rbf(grid, grid, lengthscale) - v.mT @ v
-
-
 def posterior_for_last(
     x: torch.Tensor,
     y: torch.Tensor,
