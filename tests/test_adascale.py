@@ -636,3 +636,19 @@ def test_old_option_name_min_lr_rate_still_works_with_a_warning():
     with pytest.warns(FutureWarning, match="'min_lr_rate' is now called 'min_lr_ratio'"):
         sched = build_scheduler("adascale", opt, num_training_steps=10, base="cosine_with_min_lr", min_lr_rate=0.2)
     assert sched.min_lr_ratio == 0.2
+
+
+def test_momentum_scaling_keeps_the_decay_and_the_step_per_sample():
+    """momentum_scaling: a step worth r S=1 steps gets momentum β^r and LR factor r(1 − β^r)/(1 − β)."""
+    param, opt, sched = make(lr=0.1, momentum_scaling=True, optimizer=lambda p, lr: torch.optim.SGD(p, lr=lr, momentum=0.9))
+    g = vec(1.0, 2.0, -1.0, 0.5)
+    backward_samples(param, [g, -g, 2 * g, -2 * g])  # ḡ = 0 → r = S = 4
+    take_step(opt, sched)
+    assert sched.gain == 4.0
+    assert opt.param_groups[0]["momentum"] == pytest.approx(0.9**4)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 4 * (1 - 0.9**4) / (1 - 0.9))
+    assert sched.diagnostics()["adascale/momentum"] == pytest.approx(0.9**4)
+    plain = make(lr=0.1, optimizer=lambda p, lr: torch.optim.SGD(p, lr=lr, momentum=0.9))[2]
+    assert "adascale/momentum" not in plain.diagnostics()  # off by default: the paper's rule
+    with pytest.raises(ValueError, match="'momentum_scaling'"):
+        make(lr=0.01, optimizer=torch.optim.AdamW, momentum_scaling=True)

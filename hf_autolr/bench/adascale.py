@@ -53,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-ablation", action="store_true", help="skip the second configuration: momentum 0, LR = lr / (1 − momentum)")
     parser.add_argument("--smoothing", type=float, default=None, help="AdaScale θ (default: 1 − S/1000)")
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 4, 8, 16])
+    parser.add_argument("--momentum-scaling", action="store_true", help="AdaScale's momentum_scaling option (β^r per step)")
     parser.add_argument("--tune-lr", action="store_true", help=f"only the S=1 sweep over LR {', '.join(map(str, TUNE_LRS))} (needs --out)")
 
 
@@ -71,7 +72,8 @@ def config(args: argparse.Namespace) -> dict[str, Any]:
         configurations.append((round(args.lr / (1 - args.momentum), 6), 0.0))  # same effective LR, no momentum
     return {"seeds": args.seeds or (1 if args.quick else 10), "epochs": args.epochs, "batch": args.batch,
             "scales": args.scales, "smoothing": args.smoothing, "t_si": args.epochs * (len(digits("held_out")["train"][1]) // args.batch),
-            "configurations": [] if args.tune_lr else configurations, "tune_lrs": list(TUNE_LRS) if args.tune_lr else []}
+            "configurations": [] if args.tune_lr else configurations, "tune_lrs": list(TUNE_LRS) if args.tune_lr else [],
+            "momentum_scaling": args.momentum_scaling}
 
 
 def train(method: str, scale: int, seed: int, cfg: dict[str, Any], lr: float, momentum: float,
@@ -90,7 +92,8 @@ def train(method: str, scale: int, seed: int, cfg: dict[str, Any], lr: float, mo
     gains, progress, drawn, diverged = [], [], 0, False
     start = time.process_time()
     if method == "adascale" and scale > 1:
-        sched = AdaScale(opt, t_si, base="cosine", smoothing=cfg["smoothing"]).attach(model)
+        sched = AdaScale(opt, t_si, base="cosine", smoothing=cfg["smoothing"],
+                         momentum_scaling=cfg.get("momentum_scaling", False)).attach(model)
         while not sched.finished:
             for _ in range(scale):
                 index = next(batches)

@@ -116,6 +116,11 @@ class AdaScale(FeedbackScheduler):
         smoothing: θ in [0, 1); ``None`` = max(1 − S/1000, 0).
         loss_scaling: ``"mean"`` (micro-batch losses divided by their count) or ``"sum"``.
         min_lr_ratio: floor of ``cosine_with_min_lr``, as a fraction of the LR.
+        momentum_scaling: with heavy-ball momentum β (SGD rule), take β^r as the momentum of a
+            step worth r S=1 steps and r·(1 − β^r)/(1 − β) as its LR factor instead of r: the same
+            momentum decay per sample and the same steady-state step per sample as the S=1
+            recipe. Not in the paper (default off); closes its momentum-0.9 deficit in our
+            digits runs (docs/adascale.md).
 
     Example::
 
@@ -149,6 +154,7 @@ class AdaScale(FeedbackScheduler):
         smoothing: float | None = None,
         loss_scaling: str = "mean",
         min_lr_ratio: float = 0.0,
+        momentum_scaling: bool = False,
         last_epoch: int = -1,
     ) -> None:
         m = self.name
@@ -159,6 +165,9 @@ class AdaScale(FeedbackScheduler):
             check_number(m, "smoothing", smoothing, low=0, high=1, high_inclusive=False)
         check_choice(m, "loss_scaling", loss_scaling, ("mean", "sum"))
         check_number(m, "min_lr_ratio", min_lr_ratio, low=0, high=1)
+        if momentum_scaling and resolve_rule(optimizer, rule) != "sgd":
+            raise ValueError(f"{m}: option 'momentum_scaling'=True applies to the SGD rule (heavy-ball momentum); "
+                             f"this optimizer uses rule {resolve_rule(optimizer, rule)!r}")
 
         self.num_training_steps = int(num_training_steps)
         self.num_warmup_steps = int(num_warmup_steps or 0)
@@ -167,6 +176,8 @@ class AdaScale(FeedbackScheduler):
         self.smoothing = None if smoothing is None else float(smoothing)
         self.loss_scaling = loss_scaling
         self.min_lr_ratio = float(min_lr_ratio)
+        self.momentum_scaling = bool(momentum_scaling)
+        self.base_momenta = [float(g.get("momentum", 0.0)) for g in unwrap_optimizer(optimizer).param_groups]
 
         self.progress = 0.0  # τ, in S=1 steps
         self.gain = 1.0  # r applied to the current LR (r₀ = 1)
@@ -227,9 +238,15 @@ class AdaScale(FeedbackScheduler):
         return self.progress >= self.num_training_steps
 
     def lr_factor(self, gain: float | None = None) -> float:
-        """The factor the gain contributes to the LR: r (SGD rule) or √r (Adam rule)."""
+        """The factor the gain contributes to the LR: r (SGD rule), √r (Adam rule), or with
+        ``momentum_scaling`` r·(1 − β^r)/(1 − β)."""
         gain = self.gain if gain is None else gain
-        return math.sqrt(gain) if self.rule == "adam" else gain
+        if self.rule == "adam":
+            return math.sqrt(gain)
+        beta = self.base_momenta[0] if self.momentum_scaling and self.base_momenta else 0.0
+        if beta > 0:  # momentum β^r per step: the same decay per sample; LR keeps η/(1−β) × r
+            return gain * (1 - beta**gain) / (1 - beta)
+        return gain
 
     def base_factor(self) -> float:
         """The S=1 base schedule at ⌊τ⌋."""
@@ -237,7 +254,16 @@ class AdaScale(FeedbackScheduler):
         step = math.floor(self.progress)
         return schedule(step, self.num_warmup_steps, self.num_training_steps, self.min_lr_ratio)
 
+    def _scaled_momentum(self) -> float | None:
+        """β^r of the first param group with ``momentum_scaling``, else ``None``."""
+        beta = self.base_momenta[0] if self.momentum_scaling and self.base_momenta else 0.0
+        return beta**self.gain if beta > 0 else None
+
     def multiplier(self) -> float:  # noqa: D102 - see FeedbackScheduler
+        if self.momentum_scaling:  # the momentum goes with the LR it is set beside
+            for group, beta in zip(unwrap_optimizer(self.optimizer).param_groups, self.base_momenta):
+                if beta > 0:
+                    group["momentum"] = beta**self.gain
         return self.base_factor() * self.lr_factor()
 
     def estimated_gain(self, scale: int | None = None) -> float:
@@ -347,6 +373,7 @@ class AdaScale(FeedbackScheduler):
             "sqr_step": float(self.sqr_step),
             "lr_factor": float(self.lr_factor()),
             "skipped": float(self.num_skipped),
+            "momentum": self._scaled_momentum(),
         }
 
     def summary(self) -> str:
