@@ -45,6 +45,7 @@ DEFAULT_ARGV = [
     "--save_strategy", "no",
     "--report_to", "none",
     "--dataloader_num_workers", "0",
+    "--dataloader_pin_memory", str(torch.cuda.is_available()),  # pinning without a GPU only warns
     "--seed", "0",
 ]  # fmt: skip
 

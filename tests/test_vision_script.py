@@ -86,3 +86,9 @@ def test_missing_image_column_names_the_column(script):
     cli, _ = script.parse_args([])  # image column defaults to "image"
     with pytest.raises(ValueError, match=r"'image' \(set by --image_column_name\)"):
         script.prepare_dataset_pair(cli, _image_rows(), _image_rows())
+
+
+def test_batches_are_pinned_only_where_a_gpu_can_use_them(script):
+    _, args = script.parse_args([])
+    assert args.dataloader_pin_memory == torch.cuda.is_available()  # no pin_memory warning on CPU
+    assert script.parse_args(["--dataloader_pin_memory", "true"])[1].dataloader_pin_memory  # the user's wins
