@@ -77,8 +77,7 @@ def unwrap_optimizer(optimizer: Any) -> torch.optim.Optimizer:
 
 
 class AdamPreconditioner:
-    """The inverse 1/(√v̂ + ε) of Adam's diagonal preconditioner of a parameter, as AdaptDL's
-    ``AdamScale`` uses it (the statistics are on g/(√v̂ + ε) = g · inverse).
+    """Adam's diagonal preconditioner √v̂ + ε of a parameter, as AdaptDL's ``AdamScale`` uses it.
 
     ``v̂ = exp_avg_sq / (1 − β₂^step)`` from the optimizer's state before this step's update. Gives
     ``None`` (raw gradient) while the parameter has fewer than ``after`` Adam steps or where the
@@ -89,7 +88,7 @@ class AdamPreconditioner:
         self.optimizer = unwrap_optimizer(optimizer)
         self.after = after
         self._group_index: dict[int, int] = {}
-        self._cache: dict[int, tuple[float, torch.Tensor]] = {}  # id(param) -> (Adam step, 1/(√v̂ + ε))
+        self._cache: dict[int, tuple[float, torch.Tensor]] = {}  # id(param) -> (Adam step, √v̂ + ε)
 
     def _group(self, param: torch.Tensor) -> dict[str, Any] | None:
         groups = self.optimizer.param_groups
@@ -114,9 +113,9 @@ class AdamPreconditioner:
         if second_moment.dtype not in (torch.float32, torch.float64):
             second_moment = second_moment.float()
         correction = 1.0 - group["betas"][1] ** step
-        inverse = (second_moment / correction).sqrt_().add_(group.get("eps", 1e-8)).reciprocal_()
-        self._cache[id(param)] = (step, inverse)
-        return inverse
+        pinv = (second_moment / correction).sqrt_().add_(group.get("eps", 1e-8))
+        self._cache[id(param)] = (step, pinv)
+        return pinv
 
     def clear(self) -> None:
         """Free the step's √v̂ + ε (kept from the first backward of a step to its optimizer step)."""
@@ -137,17 +136,17 @@ class GradientSample:
 _WIDE = (torch.float32, torch.float64)
 
 
-def _sq_norm_sum(grads: list[torch.Tensor], scales: list[torch.Tensor | None] | None = None) -> torch.Tensor:
-    """Σ ‖grad · scale‖² over ``grads`` as a float64 scalar, from one fused ``_foreach_norm``: each
+def _sq_norm_sum(grads: list[torch.Tensor], pinvs: list[torch.Tensor | None] | None = None) -> torch.Tensor:
+    """Σ ‖grad / pinv‖² over ``grads`` as a float64 scalar, from one fused ``_foreach_norm``: each
     tensor's norm in its own precision (fp16/bf16 in float32: their scaled squares overflow), the
     squares summed in float64 (σ̂² is a difference of two nearly equal sums)."""
     grads = [g.detach() for g in grads]
-    if scales is not None and any(c is not None for c in scales):
-        scaled = [i for i, c in enumerate(scales) if c is not None]
-        products = torch._foreach_mul([grads[i] if grads[i].dtype in _WIDE else grads[i].float() for i in scaled],
-                                      [scales[i] for i in scaled])
-        for i, product in zip(scaled, products):
-            grads[i] = product
+    if pinvs is not None and any(p is not None for p in pinvs):
+        scaled = [i for i, p in enumerate(pinvs) if p is not None]
+        quotients = torch._foreach_div([grads[i] if grads[i].dtype in _WIDE else grads[i].float() for i in scaled],
+                                       [pinvs[i] for i in scaled])
+        for i, quotient in zip(scaled, quotients):
+            grads[i] = quotient
     narrow = any(g.dtype not in _WIDE for g in grads)
     norms = torch._foreach_norm(grads, 2, dtype=torch.float32) if narrow else torch._foreach_norm(grads, 2)
     if len({n.dtype for n in norms}) > 1:
@@ -169,7 +168,7 @@ class GradientSampleTracker:
 
     ``grad_scaler``: ``None``, a number, or an object with ``get_scale()`` (``torch.amp.GradScaler``)
     whose factor the gradients carry. ``preconditioner``: ``param -> Tensor | None`` to take the
-    statistics on ``grad · preconditioner(param)`` (Adam rule: the inverse of √v̂ + ε). Runtime only: holds parameters and hook
+    statistics on ``grad / preconditioner`` (Adam rule). Runtime only: holds parameters and hook
     handles, never goes into a checkpoint.
     """
 
@@ -279,12 +278,12 @@ class GradientSampleTracker:
         return len(wanted) == len(self.params) and all(a is b for a, b in zip(wanted, self.params))
 
     # -- during backward ------------------------------------------------------------------------
-    def _scales(self, params: list[torch.Tensor]) -> list[torch.Tensor | None] | None:
+    def _pinvs(self, params: list[torch.Tensor]) -> list[torch.Tensor | None] | None:
         if self.preconditioner is None:
             return None
-        scales = [self.preconditioner(p) for p in params]
-        self._preconditioned = self._preconditioned or any(c is not None for c in scales)
-        return scales
+        pinvs = [self.preconditioner(p) for p in params]
+        self._preconditioned = self._preconditioned or any(p is not None for p in pinvs)
+        return pinvs
 
     def _on_grads(self, params: list[torch.Tensor], grads: Any) -> None:
         present = [(p, g) for p, g in zip(params, grads) if g is not None]
@@ -296,7 +295,7 @@ class GradientSampleTracker:
         for p, _ in present:
             self._calls[id(p)] = self._calls.get(id(p), 0) + 1
         used = [p for p, _ in present]
-        sq = _sq_norm_sum([g for _, g in present], self._scales(used))
+        sq = _sq_norm_sum([g for _, g in present], self._pinvs(used))
         previous = self._backward_sq
         self._backward_sq = sq if previous is None else previous + sq.to(previous.device)
         if not self._callback_queued:
@@ -323,7 +322,7 @@ class GradientSampleTracker:
             self._backward_sq = None
         with_grad = [p for p in self.params if p.grad is not None]
         if with_grad:
-            total = _sq_norm_sum([p.grad for p in with_grad], self._scales(with_grad))
+            total = _sq_norm_sum([p.grad for p in with_grad], self._pinvs(with_grad))
             self._mean_sq = total * inv_scale_sq
 
     # -- at the optimizer step ------------------------------------------------------------------
