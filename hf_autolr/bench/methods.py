@@ -231,14 +231,23 @@ _PRESETS_AND_PEERS = (
 
 
 class _Methods(Mapping):
-    """Name -> :class:`Method`: the baselines, every registered hf_autolr method (read from the
-    registry at each lookup, so a method registered later is benchmarked too), presets and peers."""
+    """Name -> :class:`Method`: the baselines, every registered hf_autolr method (the registry is
+    read at each lookup, so a method registered later is benchmarked too), presets and peers. The
+    table is rebuilt only when the registry changed."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._table: dict[str, Method] = {}
 
     def _all(self) -> dict[str, Method]:
-        from hf_autolr.registry import available_methods  # noqa: PLC0415
+        from hf_autolr import registry  # noqa: PLC0415
 
-        ours = [our_method(name) for name in available_methods()]
-        return {m.name: m for m in (*_BASELINES, *ours, *_PRESETS_AND_PEERS)}
+        key = tuple(registry.METHODS.items())
+        if key != self._key:
+            ours = [our_method(name) for name in registry.available_methods()]
+            self._table = {m.name: m for m in (*_BASELINES, *ours, *_PRESETS_AND_PEERS)}
+            self._key = key
+        return self._table
 
     def __getitem__(self, name: str) -> Method:
         return self._all()[name]
