@@ -27,6 +27,8 @@ from typing import Any, NoReturn
 
 import torch
 
+from hf_autolr.integrations.optimizer_names import value_name
+
 EXIT_STATUS = 2  # argparse's status for a usage error
 USER_ERRORS = (ValueError, TypeError, OSError)
 # Length of the trial scheduler when max_steps is not given: options whose validity depends on the
@@ -135,10 +137,6 @@ def check_learning_rate(learning_rate: Any) -> None:
         raise ValueError(f"--learning_rate {learning_rate!r}: must be a finite number >= 0")
 
 
-def _name(value: Any) -> str:
-    return str(getattr(value, "value", value))
-
-
 def _trial_param_groups(weight_decay: float = 0.0) -> list[dict[str, Any]]:
     """One group with one zero parameter: what ``Trainer.create_optimizer`` passes, in miniature."""
     return [{"params": [torch.nn.Parameter(torch.zeros(1))], "weight_decay": weight_decay}]
@@ -168,7 +166,7 @@ def check_scheduler_options(args: Any) -> None:
 
     from hf_autolr.registry import available_methods  # noqa: PLC0415
 
-    name = _name(args.lr_scheduler_type)
+    name = value_name(args.lr_scheduler_type)
     options = args.lr_scheduler_kwargs or {}
     if not isinstance(options, dict) or (not options and name not in available_methods()):
         return
@@ -192,7 +190,7 @@ def check_optimizer_options(args: Any) -> None:
 
     if not is_hf_autolr_optimizer(args.optim):
         return
-    name = _name(args.optim)
+    name = value_name(args.optim)
     try:
         cls, kwargs = optimizer_cls_and_kwargs(args)
         cls(_trial_param_groups(args.weight_decay), **kwargs)

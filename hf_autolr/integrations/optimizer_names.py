@@ -35,15 +35,16 @@ _ADAM_TYPE = ("lamb", "adamp")
 _SET_ELSEWHERE = {"self", "params", "lr", "weight_decay"}
 
 
-def _name(optim: Any) -> str:
-    return str(getattr(optim, "value", optim))
+def value_name(value: Any) -> str:
+    """The string of an enum member (``OptimizerNames``, ``SchedulerType``) or of a plain name."""
+    return str(getattr(value, "value", value))
 
 
 def is_hf_autolr_optimizer(optim: Any) -> bool:
     """Whether ``optim`` (a name or an ``OptimizerNames`` member) is one of ours, as registered."""
     from transformers.training_args import OptimizerNames  # noqa: PLC0415 - integration only
 
-    member = OptimizerNames._value2member_map_.get(_name(optim))
+    member = OptimizerNames._value2member_map_.get(value_name(optim))
     return member is not None and getattr(member, _MARK, False)
 
 
@@ -113,7 +114,7 @@ def optimizer_cls_and_kwargs(args: Any, name: str | None = None) -> tuple[type, 
     """``(class, kwargs)`` for our optimizer ``name`` (default ``args.optim``) from ``TrainingArguments``:
     what ``Trainer.get_optimizer_cls_and_kwargs`` returns for our names, and what
     ``Trainer(optimizer_cls_and_kwargs=...)`` takes. ``weight_decay`` comes from the param groups."""
-    name = _name(args.optim if name is None else name)
+    name = value_name(args.optim if name is None else name)
     check_choice("hf_autolr optimizer", "optim", name, available_optimizers())
     cls, kwargs = get_optimizer_cls(name)
     kwargs["lr"] = args.learning_rate
