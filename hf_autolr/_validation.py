@@ -48,3 +48,8 @@ def check_steps(method: str, num_training_steps: Any, num_warmup_steps: Any = No
     check_number(method, "num_training_steps", num_training_steps, low=1, integer=True)
     if num_warmup_steps is not None:
         check_number(method, "num_warmup_steps", num_warmup_steps, low=0, integer=True)
+
+
+def value_name(value: Any) -> str:
+    """The string of an enum member (transformers' ``SchedulerType``, ``OptimizerNames``) or of a name."""
+    return str(getattr(value, "value", value))

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from hf_autolr._validation import value_name
 from hf_autolr.schedulers.base import FeedbackScheduler, too_short_message
 
 # name -> "module:Class" (imported lazily so ``import hf_autolr`` stays cheap) or the class itself.
@@ -55,7 +56,7 @@ def available_methods() -> list[str]:
 
 def method_class(name: str) -> type[FeedbackScheduler]:
     """The scheduler class registered as ``name``; ``ValueError`` listing the names otherwise."""
-    name = getattr(name, "value", name)  # accept a transformers SchedulerType member
+    name = value_name(name)  # accept a transformers SchedulerType member
     if name not in METHODS:
         raise ValueError(f"unknown hf_autolr method {name!r}; accepted values: {', '.join(METHODS)}")
     target = METHODS[name]

@@ -27,7 +27,7 @@ from typing import Any, NoReturn
 
 import torch
 
-from hf_autolr.integrations.optimizer_names import value_name
+from hf_autolr._validation import value_name
 
 EXIT_STATUS = 2  # argparse's status for a usage error
 USER_ERRORS = (ValueError, TypeError, OSError)

@@ -27,17 +27,12 @@ import inspect
 import warnings
 from typing import Any
 
-from hf_autolr._validation import check_choice
+from hf_autolr._validation import check_choice, value_name
 from hf_autolr.optim.factory import available_optimizers, get_optimizer_cls
 
 _MARK = "_hf_autolr"
 _ADAM_TYPE = ("lamb", "adamp")
 _SET_ELSEWHERE = {"self", "params", "lr", "weight_decay"}
-
-
-def value_name(value: Any) -> str:
-    """The string of an enum member (``OptimizerNames``, ``SchedulerType``) or of a plain name."""
-    return str(getattr(value, "value", value))
 
 
 def is_hf_autolr_optimizer(optim: Any) -> bool:
