@@ -287,7 +287,7 @@ def test_rollback_restores_weights_and_optimizer_state_from_near_the_minimum(tmp
     # The in-memory copy never reaches the checkpoint, and the state loads weights_only.
     torch.save(scheduler.state_dict(), tmp_path / "s.pt")
     state = torch.load(tmp_path / "s.pt", weights_only=True)
-    assert "_snapshot" not in state and state["rolled_back_to"] == snap
+    assert "_snapshots" not in state and state["rolled_back_to"] == snap
 
 
 def test_without_rollback_the_weights_are_left_alone():
@@ -324,6 +324,39 @@ def test_rollback_to_the_start_restores_the_weights_after_the_first_step():
     assert scheduler.switch_reason == "gp_minimum" and scheduler.rolled_back_to == 1 and scheduler.num_snapshots == 1
     assert torch.equal(param.detach(), first[0]) and torch.equal(optimizer.state[param]["momentum_buffer"], first[1])
     assert scheduler.switch_factor == pytest.approx(0.3 * scheduler.warmup_factor(scheduler.minimum_step))
+
+
+def test_rollback_on_the_ramp_restores_the_copy_taken_where_the_lr_was_the_backoff_lr():
+    """``rollback="ramp"``: a copy each time the warmup LR has grown √10-fold (the last
+    ``rollback_copies``, 4, kept); a switch by the test restores the newest copy whose LR is at most the
+    back-off LR, so the state goes back to where the ramp passed that LR, not to the start."""
+    generator = torch.Generator().manual_seed(0)
+    param = torch.nn.Parameter(torch.zeros(3))
+    optimizer = torch.optim.SGD([param], lr=HINT, momentum=0.9)
+    scheduler = AutoLRGP(optimizer, 1000, rollback="ramp", backoff=0.3, min_lr_ratio=0.01, max_lr_ratio=1e3)
+    history, kept = [], []
+    while scheduler.phase == "warmup":
+        lr = optimizer.param_groups[0]["lr"]
+        param.grad = torch.ones(3)
+        optimizer.step()
+        history.append((param.detach().clone(), optimizer.state[param]["momentum_buffer"].clone()))
+        scheduler.observe(valley(scheduler.last_epoch, lr, generator))
+        scheduler.step()
+        kept.append([step for step, _, _ in scheduler._snapshots])
+    assert scheduler.switch_reason == "gp_minimum"
+    assert max(len(k) for k in kept) == scheduler.rollback_copies == 4 and scheduler.num_snapshots > 4 and scheduler._snapshots == []
+    copies = kept[-2]  # the copies held when the test fired
+    factors = [scheduler.warmup_factor(step) for step in copies]
+    assert all(b / a == pytest.approx(10**0.5, rel=0.05) for a, b in zip(factors, factors[1:]))
+    snap = scheduler.rolled_back_to
+    back_off = scheduler.switch_factor
+    assert back_off == pytest.approx(0.3 * scheduler.warmup_factor(scheduler.minimum_step))
+    assert snap == max(step for step in copies if scheduler.warmup_factor(step) <= back_off)
+    assert 1 < snap < scheduler.minimum_step < scheduler.switch_step
+    weights, momentum = history[snap - 1]
+    assert torch.equal(param.detach(), weights) and torch.equal(optimizer.state[param]["momentum_buffer"], momentum)
+    with pytest.raises(ValueError, match="rollback_copies"):
+        AutoLRGP(optimizer, 100, rollback="ramp", rollback_copies=0)
 
 
 def test_backoff_also_applies_at_the_warmup_cap():

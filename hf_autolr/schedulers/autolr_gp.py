@@ -41,6 +41,7 @@ from hf_autolr.schedulers.gp_smoothing import (
 from hf_autolr.schedulers.snapshot import Snapshot, restore_snapshot, take_snapshot
 
 WARMUP, DECAY = "warmup", "decay"
+RAMP_COPY_SPACING = 10**0.5  # rollback="ramp": one copy per half decade of the warmup's LR
 
 
 class AutoLRGP(FeedbackScheduler):
@@ -89,6 +90,7 @@ class AutoLRGP(FeedbackScheduler):
         precheck_bins: int = 32,
         log_loss: bool = True,
         rollback: str = "none",
+        rollback_copies: int = 4,
         backoff: float = 1.0,
         seed: int = 0,
         last_epoch: int = -1,
@@ -114,7 +116,8 @@ class AutoLRGP(FeedbackScheduler):
         check_choice(m, "gp_fit", gp_fit, ("moments", "mll"))
         check_choice(m, "log_loss", log_loss, (True, False))
         check_number(m, "precheck_bins", precheck_bins, low=0, integer=True)
-        check_choice(m, "rollback", rollback, ("none", "start", "minimum"))
+        check_choice(m, "rollback", rollback, ("none", "start", "minimum", "ramp"))
+        check_number(m, "rollback_copies", rollback_copies, low=1, integer=True)
         check_number(m, "backoff", backoff, low=0, high=1, low_inclusive=False)
         check_number(m, "seed", seed, integer=True)
         if num_warmup_steps:
@@ -145,9 +148,10 @@ class AutoLRGP(FeedbackScheduler):
         self.log_loss = log_loss
         self.precheck_bins = precheck_bins
         self.rollback = rollback
+        self.rollback_copies = rollback_copies if rollback == "ramp" else 1
         self.backoff = float(backoff)
         self.seed = seed
-        self._snapshot: Snapshot | None = None  # in memory only: not in state_dict
+        self._snapshots: list[tuple[int, float, Snapshot]] = []  # (step, LR factor, copy); in memory only
         self.snapshot_step = -1
         self.rolled_back_to = -1
         self.num_snapshots = 0
@@ -222,39 +226,53 @@ class AutoLRGP(FeedbackScheduler):
             self._switch(next_step, self.backoff * self.warmup_factor(next_step), "warmup_cap")
         elif next_step % self.test_interval == 0:
             if self._minimum_is_behind(next_step):
-                self._restore_snapshot()
-                self._switch(next_step, self.backoff * self.warmup_factor(self.minimum_step), "gp_minimum")
+                factor = self.backoff * self.warmup_factor(self.minimum_step)
+                self._restore_snapshot(factor)
+                self._switch(next_step, factor, "gp_minimum")
             elif self.rollback == "minimum" and loss is not None and self.loss_ema <= self.loss_ema_min:
                 self._take_snapshot(next_step)
-        if self.rollback == "start" and self.snapshot_step < 0 and self.phase == WARMUP:
+        if self.phase == WARMUP and self._wants_snapshot(next_step):
             self._take_snapshot(next_step)
 
     # -- rollback -------------------------------------------------------------------------------
+    def _wants_snapshot(self, step: int) -> bool:
+        """``start``: once, after the first step; ``ramp``: each time the LR has grown √10-fold."""
+        if self.rollback == "start":
+            return self.snapshot_step < 0
+        if self.rollback == "ramp":
+            return not self._snapshots or self.warmup_factor(step) >= RAMP_COPY_SPACING * self._snapshots[-1][1]
+        return False
+
     def _take_snapshot(self, step: int) -> None:
-        self._snapshot = take_snapshot(self.optimizer)
+        """Copy the state that the LR factor of ``step`` will train next; keep ``rollback_copies``."""
+        self._snapshots = (self._snapshots + [(step, self.warmup_factor(step), take_snapshot(self.optimizer))])[-self.rollback_copies :]
         self.snapshot_step = step
         self.num_snapshots += 1
 
-    def _restore_snapshot(self) -> None:
-        if self._snapshot is not None:
-            restore_snapshot(self.optimizer, *self._snapshot)
-            self.rolled_back_to = self.snapshot_step
+    def _restore_snapshot(self, factor: float) -> None:
+        """Restore the newest copy whose LR factor is at most ``factor`` (else the oldest kept)."""
+        if not self._snapshots:
+            return
+        below = [entry for entry in self._snapshots if entry[1] <= factor * (1 + 1e-9)]
+        step, _, snapshot = below[-1] if below else self._snapshots[0]
+        restore_snapshot(self.optimizer, *snapshot)
+        self.rolled_back_to = step
 
-    def state_dict(self) -> dict[str, object]:  # noqa: D102 - the weight copy stays in memory
+    def state_dict(self) -> dict[str, object]:  # noqa: D102 - the weight copies stay in memory
         state = super().state_dict()
-        state.pop("_snapshot", None)
+        state.pop("_snapshots", None)
         return state
 
     def load_state_dict(self, state_dict: dict[str, object]) -> None:  # noqa: D102
         super().load_state_dict(state_dict)
-        self._snapshot = None
+        self._snapshots = []
 
     def _switch(self, step: int, factor: float, reason: str) -> None:
         self.phase = DECAY
         self.switch_step = step
         self.switch_factor = float(factor)
         self.switch_reason = reason
-        self._snapshot = None  # whatever ended the warmup, the copy is no longer needed
+        self._snapshots = []  # whatever ended the warmup, the copies are no longer needed
 
     def _minimum_is_behind(self, num_steps: int) -> bool:
         """One test: vote, keep the last ``patience`` votes, True when all of them are yes."""
