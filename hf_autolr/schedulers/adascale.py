@@ -165,9 +165,9 @@ class AdaScale(FeedbackScheduler):
             check_number(m, "smoothing", smoothing, low=0, high=1, high_inclusive=False)
         check_choice(m, "loss_scaling", loss_scaling, ("mean", "sum"))
         check_number(m, "min_lr_ratio", min_lr_ratio, low=0, high=1)
-        if momentum_scaling and resolve_rule(optimizer, rule) != "sgd":
+        if momentum_scaling and (resolved := resolve_rule(optimizer, rule)) != "sgd":
             raise ValueError(f"{m}: option 'momentum_scaling'=True applies to the SGD rule (heavy-ball momentum); "
-                             f"this optimizer uses rule {resolve_rule(optimizer, rule)!r}")
+                             f"this optimizer uses rule {resolved!r}")
 
         self.num_training_steps = int(num_training_steps)
         self.num_warmup_steps = int(num_warmup_steps or 0)
@@ -243,7 +243,7 @@ class AdaScale(FeedbackScheduler):
         gain = self.gain if gain is None else gain
         if self.rule == "adam":
             return math.sqrt(gain)
-        beta = self.base_momenta[0] if self.momentum_scaling and self.base_momenta else 0.0
+        beta = self._scaled_beta()
         if beta > 0:  # momentum β^r per step: the same decay per sample; LR keeps η/(1−β) × r
             return gain * (1 - beta**gain) / (1 - beta)
         return gain
@@ -254,9 +254,13 @@ class AdaScale(FeedbackScheduler):
         step = math.floor(self.progress)
         return schedule(step, self.num_warmup_steps, self.num_training_steps, self.min_lr_ratio)
 
+    def _scaled_beta(self) -> float:
+        """β of the first param group when ``momentum_scaling`` is on, else 0."""
+        return self.base_momenta[0] if self.momentum_scaling and self.base_momenta else 0.0
+
     def _scaled_momentum(self) -> float | None:
         """β^r of the first param group with ``momentum_scaling``, else ``None``."""
-        beta = self.base_momenta[0] if self.momentum_scaling and self.base_momenta else 0.0
+        beta = self._scaled_beta()
         return beta**self.gain if beta > 0 else None
 
     def multiplier(self) -> float:  # noqa: D102 - see FeedbackScheduler
